@@ -1,0 +1,45 @@
+"""streamser: read and write Lua Torch7 ``.t7`` files, byte for byte, lazily and in bounded memory.
+
+>>> import numpy as np, streamser
+>>> data = streamser.serialize({"w": np.arange(3, dtype=np.float32)})
+>>> streamser.deserialize(data)["w"]
+array([0., 1., 2.], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from .api import deserialize, load, save, serialize
+from .errors import (
+    AmbiguousFormatError,
+    FormatError,
+    LimitError,
+    StreamserError,
+    TruncatedError,
+    UnsupportedValueError,
+)
+from .format import FORMATS
+from .streams import Reader, Writer
+from .values import LuaFunction, LuaTable, Storage, TorchObject
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMATS",
+    "AmbiguousFormatError",
+    "FormatError",
+    "LimitError",
+    "LuaFunction",
+    "LuaTable",
+    "Reader",
+    "Storage",
+    "StreamserError",
+    "TorchObject",
+    "TruncatedError",
+    "UnsupportedValueError",
+    "Writer",
+    "__version__",
+    "deserialize",
+    "load",
+    "save",
+    "serialize",
+]

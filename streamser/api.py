@@ -1,0 +1,173 @@
+"""The four verbs of Torch7: ``load``, ``save``, ``serialize``, ``deserialize``.
+
+``save`` is atomic: it writes a temporary file beside the target, flushes and fsyncs it, then
+renames it over the target, so a failure at any point leaves the old file whole (and never
+truncates a file that may be memory-mapped by an earlier ``load``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .codecs import BinaryDecoder, decoder_for
+from .errors import AmbiguousFormatError, FormatError
+from .format import FORMATS, Format, get_format
+from .graph_reader import GraphReader, Limits
+from .streams import Reader, Writer, buffer_of, sniff_ascii
+
+PathLike = str | os.PathLike[str]
+TEMP_SUFFIX = ".streamser-tmp"
+
+
+def load(
+    source: PathLike | BinaryIO,
+    format: str | None = None,
+    referenced: bool = True,
+    *,
+    mmap: bool = True,
+    max_depth: int = Limits.max_depth,
+) -> Any:
+    """Read one value from a ``.t7`` file (a path or a binary file object).
+
+    ``format`` is ``"binary"``, ``"b64"``, ``"b32"`` or ``"ascii"``; None detects it. With
+    ``mmap`` (the default) tensors of binary files are copy-on-write views of a mapping of the
+    file: nothing of their data is read until touched, and writing to them never changes the
+    file. ``mmap=False`` reads the file into memory.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as fileobj:
+            return _load_fileobj(fileobj, format, referenced, mmap, max_depth)
+    return _load_fileobj(source, format, referenced, mmap, max_depth)
+
+
+def _load_fileobj(
+    fileobj: BinaryIO, format: str | None, referenced: bool, mmap: bool, max_depth: int
+) -> Any:
+    if format is not None:
+        return Reader(fileobj, format, referenced=referenced, mmap=mmap, max_depth=max_depth).read_object()
+    buffer, start = buffer_of(fileobj, mmap=mmap)
+    start = max(start, 0)
+    value, _fmt = read_detected(buffer, start, referenced=referenced, limits=Limits(max_depth))
+    return value
+
+
+def deserialize(
+    data: bytes | bytearray | memoryview,
+    format: str | None = None,
+    referenced: bool = True,
+    *,
+    max_depth: int = Limits.max_depth,
+) -> Any:
+    """Read one value from the bytes ``serialize`` (or ``torch.serialize``) produced.
+
+    Binary tensors are zero-copy views of ``data`` (read-only when ``data`` is ``bytes``).
+    """
+    limits = Limits(max_depth)
+    if format is None:
+        return read_detected(data, 0, referenced=referenced, limits=limits)[0]
+    fmt = get_format(format)
+    buffer = bytes(data) if fmt.ascii and not isinstance(data, bytes) else data
+    return GraphReader(decoder_for(fmt, buffer), referenced=referenced, limits=limits).read_object()
+
+
+def read_detected(
+    buffer: Any, start: int, *, referenced: bool = True, limits: Limits | None = None
+) -> tuple[Any, Format]:
+    """Read one value, telling ascii, binary (8-byte long) and b32 (4-byte long) apart.
+
+    Ascii starts with a printed digit. For binary input both long sizes are tried; a reading
+    that consumes the whole input wins, and when long size did not matter the result is the
+    same either way. If both readings succeed and neither is exact, the input is ambiguous.
+    """
+    if sniff_ascii(buffer, start):
+        fmt = FORMATS["ascii"]
+        if isinstance(buffer, (memoryview, bytearray)):
+            buffer = bytes(buffer)
+        decoder = decoder_for(fmt, buffer, start)
+        return GraphReader(decoder, referenced=referenced, limits=limits).read_object(), fmt
+    failures: list[tuple[Format, FormatError]] = []
+    partial: list[tuple[Format, Any]] = []
+    for fmt in (FORMATS["binary"], FORMATS["b32"]):
+        decoder = BinaryDecoder(buffer, fmt.long_size, start)
+        try:
+            value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
+        except FormatError as exc:
+            failures.append((fmt, exc))
+            continue
+        if decoder.longs_read == 0 or decoder.remaining() == 0:
+            return value, fmt
+        partial.append((fmt, value))
+    if len(partial) == 1:
+        return partial[0][1], partial[0][0]
+    if partial:
+        raise AmbiguousFormatError(
+            "the input reads both as binary with 8-byte longs and as b32 with 4-byte longs, "
+            "each leaving bytes unread; pass format='binary' or format='b32'",
+            start,
+        )
+    # Report the reading that got further: it is the likelier format.
+    fmt, error = max(failures, key=lambda failure: failure[1].offset or 0)
+    other = [f"as {f.name}: {e}" for f, e in failures if f is not fmt]
+    error.add_note(f"tried as {fmt.name}; also failed {'; '.join(other)}")
+    raise error
+
+
+def serialize(value: Any, format: str = "binary", referenced: bool = True, *, compact: bool = False) -> bytes:
+    """The bytes ``save`` would write, as ``torch.serialize`` returns them."""
+    out = io.BytesIO()
+    with Writer(out, format, referenced=referenced, compact=compact) as writer:
+        writer.write_object(value)
+    return out.getvalue()
+
+
+def save(
+    target: PathLike | BinaryIO,
+    value: Any,
+    format: str = "binary",
+    referenced: bool = True,
+    *,
+    compact: bool = False,
+) -> None:
+    """Write ``value`` as a ``.t7`` file (``format``: binary, ascii, b32 or b64).
+
+    A path is written atomically (temporary file, fsync, rename); on any error the old file is
+    left as it was and the temporary file is removed. A file object is written in place.
+    ``compact=True`` writes every partial or strided view as its own storage instead of
+    writing the whole storage it views.
+    """
+    get_format(format)
+    if not isinstance(target, (str, os.PathLike)):
+        with Writer(target, format, referenced=referenced, compact=compact) as writer:
+            writer.write_object(value)
+        return
+    path = Path(target)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with open(fd, "wb", buffering=0) as raw:
+            with Writer(raw, format, referenced=referenced, compact=compact) as writer:
+                writer.write_object(value)
+            os.fsync(raw.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

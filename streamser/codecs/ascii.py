@@ -1,0 +1,242 @@
+"""Ascii primitives, as Torch7's DiskFile prints and scans them.
+
+Numbers: each write of n numbers is one line, separated by single spaces (nothing at all for
+n = 0); ints ``%d``, longs ``%ld``, floats and halves ``%.9g``, doubles ``%.17g`` with ``nan`` /
+``-nan`` by sign bit. Byte and char arrays are raw bytes then a newline. Reading follows C
+``scanf``: white space before a number is skipped, and after each array one newline is taken if
+present. Arrays are formatted and parsed in bounded chunks with C-level loops (``map``), never a
+Python loop per element.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError, TruncatedError
+from ..format import ElementType
+from ..sink import Sink
+from ..tensors import iter_chunks
+from .binary import CHUNK_BYTES
+
+_WHITESPACE = b" \t\n\r\v\f"
+_TOKEN = re.compile(rb"[ \t\n\r\v\f]*([^ \t\n\r\v\f]+)")
+_FORMAT_CHUNK = 1 << 16  # elements formatted per piece of output
+_HALF_NAN = np.uint16(0x7FFF)  # the NaN Torch7's float-to-half conversion produces
+
+
+def _parse_float(token: bytes) -> float:
+    """A C ``strtod`` number: decimal, inf/nan in any case, or hexadecimal."""
+    try:
+        return float(token)
+    except ValueError:
+        text = token.decode("ascii", "replace")
+        sign = -1.0 if text.startswith("-") else 1.0
+        body = text.lstrip("+-")
+        if body[:2].lower() == "0x":
+            return sign * float.fromhex(body)
+        raise
+
+
+def _parse_floats(tokens: list[bytes], count: int) -> np.ndarray[Any, Any]:
+    try:
+        return np.fromiter(map(float, tokens), dtype=np.float64, count=count)
+    except ValueError:
+        return np.fromiter(map(_parse_float, tokens), dtype=np.float64, count=count)
+
+
+class AsciiDecoder:
+    """Reads primitives from an ascii stream held in ``buffer`` (bytes or mmap)."""
+
+    is_ascii = True
+    min_record = 1  # "0" is a whole nil value
+    min_long_bytes = 1
+    long_size = 8
+    longs_read = 0
+
+    def __init__(self, buffer: Any, pos: int = 0) -> None:
+        self.buffer = buffer
+        self.size = len(buffer)
+        self.pos = pos
+
+    def remaining(self) -> int:
+        return self.size - self.pos
+
+    def _end_of_array(self) -> None:
+        if self.pos < self.size and self.buffer[self.pos] == 0x0A:
+            self.pos += 1
+
+    def _token(self, what: str) -> bytes:
+        match = _TOKEN.match(self.buffer, self.pos)
+        if match is None:
+            raise TruncatedError(f"input ends where {what} was expected", self.pos)
+        self.pos = match.end()
+        return match.group(1)
+
+    def _tokens(self, count: int, what: str) -> list[bytes]:
+        """The next ``count`` white-space separated tokens, read a line at a time."""
+        if count <= 4:
+            return [self._token(what) for _ in range(count)]
+        tokens: list[bytes] = []
+        while len(tokens) < count:
+            start = self.pos
+            while start < self.size and self.buffer[start] in _WHITESPACE:
+                start += 1
+            if start >= self.size:
+                raise TruncatedError(
+                    f"input ends after {len(tokens)} of {count} {what}", self.pos
+                )
+            end = self.buffer.find(b"\n", start)
+            end = self.size if end < 0 else end
+            line = self.buffer[start:end]
+            wanted = count - len(tokens)
+            parts = line.split(None, wanted)
+            if len(parts) > wanted:  # more numbers on this line than we need
+                rest = parts.pop()
+                end = start + len(line) - len(rest)
+                while self.buffer[end - 1] in _WHITESPACE:
+                    end -= 1
+            tokens += parts
+            self.pos = end
+        return tokens
+
+    def read_int(self) -> int:
+        start = self.pos
+        token = self._token("an int")
+        self._end_of_array()
+        try:
+            return int(token)
+        except ValueError:
+            raise FormatError(f"expected an integer, found {token[:20]!r}", start) from None
+
+    read_long = read_int
+
+    def read_longs(self, count: int) -> tuple[int, ...]:
+        if count == 0:
+            return ()
+        start = self.pos
+        tokens = self._tokens(count, "longs")
+        self._end_of_array()
+        try:
+            return tuple(map(int, tokens))
+        except ValueError:
+            raise FormatError(f"expected {count} integers", start) from None
+
+    def read_double(self) -> float:
+        start = self.pos
+        token = self._token("a number")
+        self._end_of_array()
+        try:
+            return _parse_float(token)
+        except ValueError:
+            raise FormatError(f"expected a number, found {token[:20]!r}", start) from None
+
+    def read_raw(self, count: int) -> bytes:
+        if count < 0:
+            raise FormatError(f"negative byte count {count}", self.pos)
+        if count > self.size - self.pos:
+            raise TruncatedError(
+                f"input ends inside a string of {count} bytes ({self.size - self.pos} left)",
+                self.pos,
+            )
+        data = bytes(self.buffer[self.pos : self.pos + count])
+        self.pos += count
+        if count:
+            self._end_of_array()
+        return data
+
+    def read_array(self, element: ElementType, count: int) -> np.ndarray[Any, Any]:
+        """``count`` elements parsed into a new array of the element's type."""
+        if element.is_raw:
+            return np.frombuffer(self.read_raw(count), dtype=element.dtype).copy()
+        if count == 0:
+            return np.empty(0, dtype=element.dtype)
+        if count > self.size - self.pos:
+            raise TruncatedError(f"input too short for {count} numbers", self.pos)
+        start = self.pos
+        tokens = self._tokens(count, f"{element.name} elements")
+        self._end_of_array()
+        try:
+            return _convert(element, tokens, count)
+        except (ValueError, OverflowError) as exc:
+            raise FormatError(f"bad {element.name} element: {exc}", start) from None
+
+    def skip_array(self, element: ElementType, count: int) -> int:
+        start = self.pos
+        self.read_array(element, count)
+        return start
+
+
+def _convert(element: ElementType, tokens: list[bytes], count: int) -> np.ndarray[Any, Any]:
+    kind = element.dtype.kind
+    if kind == "f":
+        values = _parse_floats(tokens, count)
+        if element.dtype.itemsize == 2:
+            halves = values.astype(element.dtype)
+            halves.view(np.uint16)[np.isnan(values)] = _HALF_NAN
+            return halves
+        return values.astype(element.dtype)
+    values = np.fromiter(map(int, tokens), dtype=np.int64, count=count)
+    info = np.iinfo(element.dtype)
+    if values.size and (values.min() < info.min or values.max() > info.max):
+        raise ValueError(f"value out of range for {element.name}")
+    return values.astype(element.dtype)
+
+
+def format_double(value: float) -> bytes:
+    if value != value:
+        return b"-nan" if math.copysign(1.0, value) < 0 else b"nan"
+    return b"%.17g" % value
+
+
+class AsciiEncoder:
+    """Writes primitives as Torch7's ascii mode prints them."""
+
+    is_ascii = True
+    long_size = 8
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    def write_int(self, value: int) -> None:
+        self.sink.write(b"%d\n" % value)
+
+    write_long = write_int
+
+    def write_longs(self, values: tuple[int, ...]) -> None:
+        if values:
+            self.sink.write(b" ".join(b"%d" % v for v in values) + b"\n")
+
+    def write_double(self, value: float) -> None:
+        self.sink.write(format_double(value) + b"\n")
+
+    def write_raw(self, data: bytes) -> None:
+        if data:
+            self.sink.write(data)
+            self.sink.write(b"\n")
+
+    def write_array(self, element: ElementType, data: np.ndarray[Any, Any]) -> None:
+        if data.size == 0:
+            return
+        if element.is_raw:
+            for chunk in iter_chunks(data, CHUNK_BYTES):
+                self.sink.write_large(memoryview(chunk).cast("B"))
+        else:
+            for index, chunk in enumerate(iter_chunks(data, _FORMAT_CHUNK * data.itemsize)):
+                if index:
+                    self.sink.write(b" ")
+                self.sink.write(_format_chunk(element, chunk).encode("ascii"))
+        self.sink.write(b"\n")
+
+
+def _format_chunk(element: ElementType, chunk: np.ndarray[Any, Any]) -> str:
+    if element.dtype.kind != "f":
+        return " ".join(map(str, chunk.tolist()))
+    texts = list(map(element.ascii_format.__mod__, chunk.tolist()))
+    negative_nans = np.flatnonzero(np.isnan(chunk) & np.signbit(chunk))
+    for index in negative_nans.tolist():  # only NaNs, which are rare
+        texts[index] = "-nan"
+    return " ".join(texts)

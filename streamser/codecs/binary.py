@@ -1,0 +1,161 @@
+"""Binary primitives: little-endian ints, longs of 4 or 8 bytes, doubles, raw arrays.
+
+The decoder works in place over one buffer (``bytes``, ``mmap``, ``memoryview``) with
+``struct.unpack_from``: no slicing copies for headers, and arrays come back as ``numpy`` views of
+the buffer itself (zero-copy), except b32 Long arrays, which widen to int64.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError, TruncatedError, UnsupportedValueError
+from ..format import INT32_MAX, INT32_MIN, ElementType
+from ..sink import Sink
+from ..tensors import iter_chunks
+
+_INT = struct.Struct("<i")
+_DOUBLE = struct.Struct("<d")
+_LONG = {4: struct.Struct("<i"), 8: struct.Struct("<q")}
+CHUNK_BYTES = 1 << 24  # bytes converted at a time when an array needs converting on write
+
+
+@lru_cache(maxsize=256)
+def _longs_struct(count: int, long_size: int) -> struct.Struct:
+    return struct.Struct(f"<{count}{'q' if long_size == 8 else 'i'}")
+
+
+class BinaryDecoder:
+    """Reads primitives from ``buffer`` starting at ``pos``."""
+
+    is_ascii = False
+    min_record = 4  # bytes of the smallest value (a nil tag)
+
+    def __init__(self, buffer: Any, long_size: int = 8, pos: int = 0) -> None:
+        self.buffer = memoryview(buffer).cast("B")
+        self.size = self.buffer.nbytes
+        self.pos = pos
+        self.long_size = long_size
+        self._long = _LONG[long_size]
+        self.min_long_bytes = long_size
+        self.longs_read = 0  # lets format detection see whether long size mattered
+
+    def remaining(self) -> int:
+        return self.size - self.pos
+
+    def _need(self, nbytes: int, what: str) -> int:
+        pos = self.pos
+        if nbytes > self.size - pos:
+            raise TruncatedError(
+                f"input ends inside {what}: {nbytes} bytes needed, {self.size - pos} left", pos
+            )
+        self.pos = pos + nbytes
+        return pos
+
+    def read_int(self) -> int:
+        pos = self.pos
+        if pos + 4 > self.size:
+            self._need(4, "an int")
+        self.pos = pos + 4
+        value: int = _INT.unpack_from(self.buffer, pos)[0]
+        return value
+
+    def read_long(self) -> int:
+        self.longs_read += 1
+        pos = self._need(self.long_size, "a long")
+        value: int = self._long.unpack_from(self.buffer, pos)[0]
+        return value
+
+    def read_longs(self, count: int) -> tuple[int, ...]:
+        if count == 0:
+            return ()
+        self.longs_read += count
+        pos = self._need(count * self.long_size, f"{count} longs")
+        return _longs_struct(count, self.long_size).unpack_from(self.buffer, pos)
+
+    def read_double(self) -> float:
+        pos = self.pos
+        if pos + 8 > self.size:
+            self._need(8, "a double")
+        self.pos = pos + 8
+        value: float = _DOUBLE.unpack_from(self.buffer, pos)[0]
+        return value
+
+    def read_raw(self, count: int) -> bytes:
+        """``count`` raw bytes (a Lua string's contents, a class name)."""
+        if count < 0:
+            raise FormatError(f"negative byte count {count}", self.pos - 4)
+        pos = self._need(count, f"a string of {count} bytes")
+        return self.buffer[pos : pos + count].tobytes()
+
+    def read_array(self, element: ElementType, count: int) -> np.ndarray[Any, Any]:
+        """``count`` elements as a view of the buffer (b32 Longs widen to a new int64 array)."""
+        dtype = element.file_dtype(self.long_size)
+        if element.is_long:
+            self.longs_read += 1
+        pos = self._need(count * dtype.itemsize, f"{count} {element.name} elements")
+        if count == 0:
+            return np.empty(0, dtype=element.dtype)
+        array = np.frombuffer(self.buffer, dtype=dtype, count=count, offset=pos)
+        if dtype != element.dtype:
+            array = array.astype(element.dtype)
+        return array
+
+    def skip_array(self, element: ElementType, count: int) -> int:
+        """Step over ``count`` elements; returns their byte offset (for lazy indexes)."""
+        dtype = element.file_dtype(self.long_size)
+        return self._need(count * dtype.itemsize, f"{count} {element.name} elements")
+
+
+class BinaryEncoder:
+    """Writes primitives to a :class:`Sink`."""
+
+    is_ascii = False
+
+    def __init__(self, sink: Sink, long_size: int = 8) -> None:
+        self.sink = sink
+        self.long_size = long_size
+        self._long = _LONG[long_size]
+        self._long_min = -(2 ** (8 * long_size - 1))
+        self._long_max = 2 ** (8 * long_size - 1) - 1
+
+    def write_int(self, value: int) -> None:
+        if not INT32_MIN <= value <= INT32_MAX:
+            raise UnsupportedValueError(f"{value} does not fit the format's 4-byte int")
+        self.sink.write(_INT.pack(value))
+
+    def write_long(self, value: int) -> None:
+        self.sink.write(self._pack_long(value))
+
+    def _pack_long(self, value: int) -> bytes:
+        if not self._long_min <= value <= self._long_max:
+            raise UnsupportedValueError(f"{value} does not fit a {self.long_size}-byte long")
+        return self._long.pack(value)
+
+    def write_longs(self, values: tuple[int, ...]) -> None:
+        if values:
+            try:
+                data = _longs_struct(len(values), self.long_size).pack(*values)
+            except struct.error:
+                for value in values:
+                    self._pack_long(value)  # raises the precise error
+                raise
+            self.sink.write(data)
+
+    def write_double(self, value: float) -> None:
+        self.sink.write(_DOUBLE.pack(value))
+
+    def write_raw(self, data: bytes) -> None:
+        self.sink.write(data)
+
+    def write_array(self, element: ElementType, data: np.ndarray[Any, Any]) -> None:
+        """Write ``data``'s elements in C order, converting in bounded chunks if needed."""
+        dtype = element.file_dtype(self.long_size)
+        for chunk in iter_chunks(data, CHUNK_BYTES):
+            if chunk.dtype != dtype:
+                chunk = chunk.astype(dtype)  # byte order, or b32 Longs keeping their low 32 bits
+            self.sink.write_large(memoryview(chunk).cast("B"))

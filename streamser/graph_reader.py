@@ -1,0 +1,319 @@
+"""Reading the object graph: tags, indices, back-references, torch classes.
+
+The reader is a small stack machine rather than a recursive descent, so that nesting depth is
+bounded by ``max_depth`` and never by Python's recursion limit. Each container is registered
+under its index *before* its children are read (as Torch7 does), which is what makes cycles and
+self-references load; a registered object is never replaced afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .codecs import Decoder
+from .errors import FormatError, LimitError
+from .format import (
+    CLASSES,
+    MAX_EXACT_INT,
+    TAG_BOOLEAN,
+    TAG_FUNCTION,
+    TAG_FUNCTION_LEGACY,
+    TAG_FUNCTION_LEGACY_RECURSIVE,
+    TAG_NAMES,
+    TAG_NIL,
+    TAG_NUMBER,
+    TAG_STRING,
+    TAG_TABLE,
+    TAG_TORCH,
+    TorchClass,
+)
+from .tensors import empty_tensor, tensor_view
+from .values import LuaFunction, LuaTable, Storage, TorchObject, _hash_key, remember_class
+
+_VERSION = re.compile(rb"V (.*)", re.DOTALL)
+_PENDING = object()  # a handler pushed a frame: the value comes later
+_INCOMPLETE = object()  # registered index whose Python value does not exist yet
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one read may build. Lengths are also checked against the bytes left."""
+
+    max_depth: int = 100_000  # nested tables / objects / functions
+
+
+def decode_string(raw: bytes) -> str | bytes:
+    """Lua strings are bytes; valid UTF-8 comes back as ``str``, anything else as ``bytes``."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def number_value(value: float) -> int | float:
+    """Integral doubles within 2**53 become ``int`` (except -0.0, which keeps its sign)."""
+    if value.is_integer() and -MAX_EXACT_INT <= value <= MAX_EXACT_INT:
+        if value or math.copysign(1.0, value) > 0:
+            return int(value)
+    return value
+
+
+class _TableFrame:
+    __slots__ = ("entries", "key", "remaining", "table")
+
+    def __init__(self, table: LuaTable, count: int) -> None:
+        self.table = table
+        self.entries = table._entries
+        self.remaining = count
+        self.key: Any = _PENDING
+
+    def take(self, value: Any, at: int) -> Any:
+        key = self.key
+        if key is _PENDING:
+            if value is None:
+                raise FormatError("a table key is nil", at)
+            self.key = value
+            return _PENDING
+        try:
+            self.entries[_hash_key(key)] = (key, value)
+        except ValueError as exc:
+            raise FormatError(str(exc), at) from None
+        self.key = _PENDING
+        self.remaining -= 1
+        return self.table if self.remaining == 0 else _PENDING
+
+
+class _ObjectFrame:
+    """A torch object without its own payload format: one object (its field table) follows."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: TorchObject) -> None:
+        self.obj = obj
+
+    def take(self, value: Any, at: int) -> Any:
+        self.obj.fields = value
+        return self.obj
+
+
+class _FunctionFrame:
+    """A Lua function: its upvalue object follows the bytecode."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: LuaFunction) -> None:
+        self.function = function
+
+    def take(self, value: Any, at: int) -> Any:
+        self.function.upvalues = value
+        return self.function
+
+
+_Frame = _TableFrame | _ObjectFrame | _FunctionFrame
+
+
+class GraphReader:
+    """Reads values from a decoder, remembering indexed objects across calls (like torch.File)."""
+
+    def __init__(self, decoder: Decoder, *, referenced: bool = True, limits: Limits | None = None):
+        self.decoder = decoder
+        self.referenced = referenced
+        self.limits = limits or Limits()
+        self.objects: dict[int, Any] = {}
+        self._stack: list[_Frame] = []
+        self._dispatch: dict[int, Callable[[int], Any]] = {
+            TAG_NIL: self._read_nil,
+            TAG_NUMBER: self._read_number,
+            TAG_STRING: self._read_string,
+            TAG_TABLE: self._read_table,
+            TAG_TORCH: self._read_torch,
+            TAG_BOOLEAN: self._read_boolean,
+            TAG_FUNCTION_LEGACY: self._read_legacy_function,
+            TAG_FUNCTION_LEGACY_RECURSIVE: self._read_legacy_recursive_function,
+            TAG_FUNCTION: self._read_function,
+        }
+
+    # --- the machine ------------------------------------------------------------------------
+
+    def read_object(self) -> Any:
+        decoder, dispatch, stack = self.decoder, self._dispatch, self._stack
+        stack.clear()
+        while True:
+            at = decoder.pos
+            tag = decoder.read_int()
+            handler = dispatch.get(tag)
+            if handler is None:
+                raise FormatError(f"unknown type tag {tag}", at)
+            value = handler(at)
+            while value is not _PENDING:
+                if not stack:
+                    return value
+                value = stack[-1].take(value, at)
+                if value is not _PENDING:
+                    stack.pop()
+
+    def _push(self, frame: _Frame, at: int) -> Any:
+        if len(self._stack) >= self.limits.max_depth:
+            raise LimitError(
+                f"values nest deeper than max_depth={self.limits.max_depth}; "
+                "pass a larger max_depth= if the file is trusted",
+                at,
+            )
+        self._stack.append(frame)
+        return _PENDING
+
+    def _seen(self, index: int, at: int) -> Any:
+        """The object registered under ``index``, or None when it must be read in full."""
+        if not self.referenced:
+            return None
+        found = self.objects.get(index)
+        if found is _INCOMPLETE:
+            raise FormatError(f"object {index} is referenced from inside its own payload", at)
+        return found
+
+    # --- one handler per tag ----------------------------------------------------------------
+
+    def _read_nil(self, at: int) -> None:
+        return None
+
+    def _read_number(self, at: int) -> int | float:
+        return number_value(self.decoder.read_double())
+
+    def _read_boolean(self, at: int) -> bool:
+        return self.decoder.read_int() == 1
+
+    def _read_string(self, at: int) -> str | bytes:
+        return decode_string(self._read_raw_string())
+
+    def _read_raw_string(self) -> bytes:
+        decoder = self.decoder
+        return decoder.read_raw(decoder.read_int())
+
+    def _read_table(self, at: int) -> Any:
+        decoder = self.decoder
+        index = decoder.read_int()
+        found = self._seen(index, at)
+        if found is not None:
+            return found
+        count = decoder.read_int()
+        if count < 0 or 2 * count * decoder.min_record > decoder.remaining():
+            raise FormatError(
+                f"table claims {count} entries but only {decoder.remaining()} bytes are left", at
+            )
+        table = LuaTable()
+        if self.referenced:
+            self.objects[index] = table
+        if count == 0:
+            return table
+        return self._push(_TableFrame(table, count), at)
+
+    def _read_function(self, at: int) -> Any:
+        return self._read_indexed_function(at, TAG_FUNCTION)
+
+    def _read_legacy_recursive_function(self, at: int) -> Any:
+        return self._read_indexed_function(at, TAG_FUNCTION_LEGACY_RECURSIVE)
+
+    def _read_indexed_function(self, at: int, tag: int) -> Any:
+        index = self.decoder.read_int()
+        found = self._seen(index, at)
+        if found is not None:
+            return found
+        function = LuaFunction(self._read_raw_string(), None, tag=tag)
+        if self.referenced:
+            self.objects[index] = function
+        return self._push(_FunctionFrame(function), at)
+
+    def _read_legacy_function(self, at: int) -> Any:
+        """Tag 6 functions carry no index and are never shared."""
+        function = LuaFunction(self._read_raw_string(), None, tag=TAG_FUNCTION_LEGACY)
+        return self._push(_FunctionFrame(function), at)
+
+    def _read_torch(self, at: int) -> Any:
+        index = self.decoder.read_int()
+        found = self._seen(index, at)
+        if found is not None:
+            return found
+        version, typename = self._read_class_header(at)
+        cls = CLASSES.get(typename)
+        if cls is not None:
+            if self.referenced:
+                self.objects[index] = _INCOMPLETE
+            value = self._read_tensor(cls, at) if cls.is_tensor else self._read_storage(cls, at)
+            if self.referenced:
+                self.objects[index] = value
+            return value
+        obj = TorchObject(typename, LuaTable(), version)
+        if self.referenced:
+            self.objects[index] = obj
+        return self._push(_ObjectFrame(obj), at)
+
+    def _read_class_header(self, at: int) -> tuple[int | float, str]:
+        first = self._read_raw_string()
+        match = _VERSION.fullmatch(first)
+        version = _parse_version(match.group(1)) if match else None
+        if version is None:  # files older than versioning start with the class name
+            return 0, first.decode("utf-8", "surrogateescape")
+        return version, self._read_raw_string().decode("utf-8", "surrogateescape")
+
+    def _read_tensor(self, cls: TorchClass, at: int) -> np.ndarray[Any, Any]:
+        decoder = self.decoder
+        ndim = decoder.read_int()
+        if ndim < 0 or 2 * ndim * decoder.min_long_bytes > decoder.remaining():
+            raise FormatError(f"tensor claims {ndim} dimensions", at)
+        sizes = decoder.read_longs(ndim)
+        strides = decoder.read_longs(ndim)
+        offset = decoder.read_long() - 1
+        storage = self._read_tensor_storage(cls, at)
+        if storage is None:
+            if any(sizes) and all(sizes):
+                raise FormatError(f"tensor of size {list(sizes)} has no storage", at)
+            array = empty_tensor(cls.element)
+            remember_class(array, CLASSES[cls.storage_typename])
+            return array
+        return tensor_view(storage.array, sizes, strides, offset, at)
+
+    def _read_tensor_storage(self, tensor_class: TorchClass, at: int) -> Storage | None:
+        """A tensor's storage: nil, a back-reference, or a storage object read in place."""
+        decoder = self.decoder
+        where = decoder.pos
+        tag = decoder.read_int()
+        if tag == TAG_NIL:
+            return None
+        if tag != TAG_TORCH:
+            raise FormatError(
+                f"a tensor's storage must be a storage or nil, found {TAG_NAMES.get(tag, tag)}",
+                where,
+            )
+        storage = self._read_torch(where)
+        if not isinstance(storage, Storage):
+            raise FormatError(f"a tensor's storage must be a storage, found {type(storage).__name__}", where)
+        if storage.typename != tensor_class.storage_typename:
+            expected_element = tensor_class.element
+            if CLASSES[storage.typename].element is not expected_element:
+                raise FormatError(
+                    f"{tensor_class.typename} cannot use a {storage.typename}", where
+                )
+        return storage
+
+    def _read_storage(self, cls: TorchClass, at: int) -> Storage:
+        decoder = self.decoder
+        count = decoder.read_long()
+        if count < 0:
+            raise FormatError(f"storage claims {count} elements", at)
+        array = decoder.read_array(cls.element, count)
+        return Storage._make(array, cls)
+
+
+def _parse_version(text: bytes) -> int | float | None:
+    """Lua's ``tonumber`` of the text after ``V ``, or None when it is not a finite number."""
+    try:
+        value = float(int(text, 16)) if text.strip().lower().startswith(b"0x") else float(text)
+    except ValueError:
+        return None
+    return number_value(value) if math.isfinite(value) else None

@@ -1,0 +1,304 @@
+"""Writing the object graph: Python values to tags, indices and payloads.
+
+Like the reader, the writer keeps its own stack instead of recursing, so depth is unlimited.
+Sharing follows Torch7's ``referenced`` rules: an object met again (same Python object; for
+storages, same root buffer) is written as a back-reference to its index, and the memo holds
+each object so that its ``id()`` cannot be reused while writing. With ``referenced=False``
+every occurrence is written in full and a cycle is an error instead of an endless file.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from .codecs import Encoder
+from .errors import UnsupportedValueError
+from .format import (
+    CLASSES,
+    TAG_BOOLEAN,
+    TAG_FUNCTION_LEGACY,
+    TAG_NIL,
+    TAG_NUMBER,
+    TAG_STRING,
+    TAG_TABLE,
+    TAG_TORCH,
+    TorchClass,
+)
+from .tensors import Array, element_of, layout_of, root_of
+from .values import LuaFunction, LuaTable, Storage, TorchObject
+
+_KEY = object()  # label of a table key being written (for error paths)
+_Children = Iterator[tuple[Any, Any]]  # (label, value) pairs still to write
+
+
+def _pairs(items: Any) -> _Children:
+    for key, value in items:
+        yield _KEY, key
+        yield key, value
+
+
+def _list_pairs(values: Any) -> _Children:
+    for index, value in enumerate(values, 1):
+        yield _KEY, index
+        yield index, value
+
+
+class _Frame:
+    __slots__ = ("children", "label", "owner")
+
+    def __init__(self, children: _Children, owner: int) -> None:
+        self.children = children
+        self.owner = owner  # id() of the container, for cycle detection without references
+        self.label: Any = None
+
+
+class GraphWriter:
+    """Writes values through an encoder; indices and sharing persist across calls."""
+
+    def __init__(self, encoder: Encoder, *, referenced: bool = True, compact: bool = False):
+        self.encoder = encoder
+        self.referenced = referenced
+        self.compact = compact
+        self.count = 0  # last index handed out
+        self._memo: dict[int, tuple[int, Any]] = {}
+        self._storages: dict[int, tuple[int, Any]] = {}
+        self._active: set[int] = set()
+        self._stack: list[_Frame] = []
+        self._root_label = "<root>"
+        self._dispatch: dict[type, Callable[[Any], None]] = {
+            type(None): self._write_nil,
+            bool: self._write_boolean,
+            int: self._write_integer,
+            float: self._write_number,
+            str: self._write_str,
+            bytes: self._write_bytes,
+            bytearray: self._write_bytes,
+            dict: self._write_dict,
+            list: self._write_list,
+            tuple: self._write_list,
+            LuaTable: self._write_lua_table,
+            TorchObject: self._write_torch_object,
+            LuaFunction: self._write_function,
+            Storage: self._write_storage_value,
+            np.ndarray: self._write_tensor,
+        }
+
+    # --- the machine ------------------------------------------------------------------------
+
+    def write_object(self, value: Any) -> None:
+        stack = self._stack
+        stack.clear()
+        self._active.clear()
+        self._write_value(value)
+        while stack:
+            frame = stack[-1]
+            child = next(frame.children, None)
+            if child is None:
+                stack.pop()
+                self._active.discard(frame.owner)
+                continue
+            frame.label = child[0]
+            self._write_value(child[1])
+
+    def _write_value(self, value: Any) -> None:
+        handler = self._dispatch.get(type(value))
+        if handler is None:
+            handler = self._handler_for(value)
+        handler(value)
+
+    def _handler_for(self, value: Any) -> Callable[[Any], None]:
+        """Subclasses and numpy scalars: find the handler once per type, then cache it."""
+        kind = type(value)
+        handler: Callable[[Any], None]
+        if isinstance(value, (bool, np.bool_)):
+            handler = self._write_boolean
+        elif isinstance(value, np.ndarray):
+            handler = self._write_tensor
+        elif isinstance(value, numbers.Integral):
+            handler = self._write_integer
+        elif isinstance(value, numbers.Real):
+            handler = self._write_number
+        elif isinstance(value, (str, bytes, bytearray, memoryview)):
+            handler = self._write_str if isinstance(value, str) else self._write_bytes
+        elif isinstance(value, (LuaTable, Mapping)):
+            handler = self._write_dict
+        elif isinstance(value, (list, tuple)):
+            handler = self._write_list
+        elif isinstance(value, TorchObject):
+            handler = self._write_torch_object
+        elif isinstance(value, LuaFunction):
+            handler = self._write_function
+        elif isinstance(value, Storage):
+            handler = self._write_storage_value
+        else:
+            raise UnsupportedValueError(
+                f"cannot write a value of type {kind.__module__}.{kind.__qualname__}", self.path()
+            )
+        self._dispatch[kind] = handler
+        return handler
+
+    def path(self) -> str:
+        """Where the value being written sits, e.g. ``<root>.model.modules[3].weight``."""
+        parts = [self._root_label]
+        for frame in self._stack:
+            label = frame.label
+            if label is _KEY:
+                parts.append("[<a key>]")
+                break
+            if isinstance(label, str) and label.isidentifier():
+                parts.append("." + label)
+            elif label is not None:
+                parts.append(f"[{label!r}]")
+        return "".join(parts)
+
+    def _begin(self, obj: Any, memo: dict[int, tuple[int, Any]]) -> bool:
+        """Write ``obj``'s index; True when its payload must follow (not a back-reference)."""
+        key = id(obj)
+        if self.referenced:
+            hit = memo.get(key)
+            if hit is not None:
+                self.encoder.write_int(hit[0])
+                return False
+        self.count += 1
+        if self.referenced:
+            memo[key] = (self.count, obj)
+        self.encoder.write_int(self.count)
+        return True
+
+    def _push(self, obj: Any, children: _Children) -> None:
+        key = id(obj)
+        if not self.referenced:
+            if key in self._active:
+                raise UnsupportedValueError(
+                    "a cycle cannot be written with referenced=False (Torch7 would recurse "
+                    "forever); save with referenced=True",
+                    self.path(),
+                )
+            self._active.add(key)
+        self._stack.append(_Frame(children, key))
+
+    # --- one handler per Python type ----------------------------------------------------------
+
+    def _write_nil(self, value: None) -> None:
+        self.encoder.write_int(TAG_NIL)
+
+    def _write_boolean(self, value: Any) -> None:
+        self.encoder.write_int(TAG_BOOLEAN)
+        self.encoder.write_int(1 if value else 0)
+
+    def _write_integer(self, value: Any) -> None:
+        value = int(value)
+        try:
+            exact = float(value)
+        except OverflowError:
+            exact = None
+        if exact is None or int(exact) != value:
+            raise UnsupportedValueError(
+                f"integer {value} cannot be held exactly by a Lua number (a double)", self.path()
+            )
+        self.encoder.write_int(TAG_NUMBER)
+        self.encoder.write_double(exact)
+
+    def _write_number(self, value: Any) -> None:
+        self.encoder.write_int(TAG_NUMBER)
+        self.encoder.write_double(float(value))
+
+    def _write_str(self, value: str) -> None:
+        try:
+            data = value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UnsupportedValueError(f"string is not encodable as UTF-8: {exc}", self.path()) from None
+        self._write_bytes(data)
+
+    def _write_bytes(self, value: Any) -> None:
+        data = bytes(value)
+        encoder = self.encoder
+        encoder.write_int(TAG_STRING)
+        encoder.write_int(len(data))
+        encoder.write_raw(data)
+
+    def _write_table(self, obj: Any, count: int, children: _Children) -> None:
+        encoder = self.encoder
+        encoder.write_int(TAG_TABLE)
+        if self._begin(obj, self._memo):
+            encoder.write_int(count)
+            if count:
+                self._push(obj, children)
+
+    def _write_dict(self, value: Mapping[Any, Any]) -> None:
+        self._write_table(value, len(value), _pairs(value.items()))
+
+    def _write_lua_table(self, value: LuaTable) -> None:
+        self._write_table(value, len(value), _pairs(value._entries.values()))
+
+    def _write_list(self, value: Any) -> None:
+        self._write_table(value, len(value), _list_pairs(value))
+
+    def _write_class_header(self, typename: str, version: int | float) -> None:
+        encoder = self.encoder
+        version_text = b"V " + _lua_number_text(version)
+        name = typename.encode("utf-8", "surrogateescape")
+        encoder.write_int(len(version_text))
+        encoder.write_raw(version_text)
+        encoder.write_int(len(name))
+        encoder.write_raw(name)
+
+    def _write_torch_object(self, value: TorchObject) -> None:
+        self.encoder.write_int(TAG_TORCH)
+        if self._begin(value, self._memo):
+            self._write_class_header(value.typename, value.version)
+            self._push(value, iter(((None, value.fields),)))
+
+    def _write_function(self, value: LuaFunction) -> None:
+        encoder = self.encoder
+        encoder.write_int(value.tag)
+        if value.tag == TAG_FUNCTION_LEGACY or self._begin(value, self._memo):
+            encoder.write_int(len(value.bytecode))
+            encoder.write_raw(value.bytecode)
+            self._push(value, iter((("<upvalues>", value.upvalues),)))
+
+    def _write_tensor(self, value: Array) -> None:
+        encoder = self.encoder
+        layout = layout_of(value, compact=self.compact, path=self.path())
+        encoder.write_int(TAG_TORCH)
+        if not self._begin(value, self._memo):
+            return
+        self._write_class_header(layout.cls.typename, 1)
+        encoder.write_int(len(layout.sizes))
+        encoder.write_longs(layout.sizes)
+        encoder.write_longs(layout.strides)
+        encoder.write_long(layout.offset + 1)
+        if layout.storage_data is None:
+            encoder.write_int(TAG_NIL)
+        else:
+            storage_class = CLASSES[layout.cls.storage_typename]
+            self._write_storage(layout.storage_key, layout.storage_data, storage_class)
+
+    def _write_storage_value(self, value: Storage) -> None:
+        array = value.array
+        root = root_of(array)
+        same = root.size == array.size and root.dtype == array.dtype and (
+            root.__array_interface__["data"][0] == array.__array_interface__["data"][0]
+        )
+        element_of(array.dtype, self.path())
+        self._write_storage(root if same else array, array, CLASSES[value.typename])
+
+    def _write_storage(self, key: Any, data: Array, cls: TorchClass) -> None:
+        encoder = self.encoder
+        encoder.write_int(TAG_TORCH)
+        if self._begin(key, self._storages):
+            self._write_class_header(cls.typename, 1)
+            encoder.write_long(int(data.size))
+            encoder.write_array(cls.element, data)
+
+
+def _lua_number_text(value: int | float) -> bytes:
+    """How Lua's ``tostring`` prints a version number (``%.14g``)."""
+    if isinstance(value, int) or float(value).is_integer():
+        return b"%d" % int(value)
+    return b"%.14g" % value
+

@@ -1,0 +1,67 @@
+"""A bounded output buffer: small writes are gathered, big payloads pass straight through.
+
+Records of the object stream are tiny (a 4-byte tag, a short class name) and would cost one
+system call each; storages can be gigabytes and must never be copied whole. The sink gathers
+small writes up to ``target`` bytes and hands large ones to the target as the memoryviews they
+are, so memory stays bounded by ``target`` whatever the size of the output.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+DEFAULT_TARGET = 1 << 20  # bytes gathered before a write to the target
+DIRECT_THRESHOLD = 1 << 16  # payloads at least this large bypass the buffer
+
+
+class Sink:
+    """Buffers small writes for ``write`` (a function taking bytes-like objects)."""
+
+    __slots__ = ("_buffer", "_target", "_write", "written")
+
+    def __init__(self, write: Callable[[Any], object], target: int = DEFAULT_TARGET) -> None:
+        self._write = write
+        self._target = target
+        self._buffer = bytearray()
+        self.written = 0  # bytes accepted so far, buffered or not
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._buffer += data
+        self.written += len(data)
+        if len(self._buffer) >= self._target:
+            self.drain()
+
+    def write_large(self, data: memoryview) -> None:
+        """Write a payload without copying it into the buffer when it is large."""
+        if data.nbytes < DIRECT_THRESHOLD:
+            self.write(data)
+            return
+        self.drain()
+        self._write(data)
+        self.written += data.nbytes
+
+    def drain(self) -> None:
+        if self._buffer:
+            self._write(self._buffer)
+            self._buffer = bytearray()
+
+
+def writer_for(fileobj: BinaryIO) -> Callable[[Any], object]:
+    """A write function for ``fileobj`` that never leaves a partial write behind.
+
+    Unbuffered (raw) files may accept fewer bytes than offered; buffered ones never do.
+    """
+    if isinstance(fileobj, io.RawIOBase):
+
+        def write_all(data: Any) -> None:
+            view = memoryview(data).cast("B")
+            while view.nbytes:
+                count = fileobj.write(view)
+                if count is None:
+                    raise BlockingIOError("non-blocking file would block during a save")
+                view = view[count:]
+
+        return write_all
+    return fileobj.write

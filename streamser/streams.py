@@ -1,0 +1,220 @@
+"""``Reader`` and ``Writer``: several values in one stream, like Torch7's ``torch.File``.
+
+A reader works over one buffer: a private copy-on-write mapping of a regular file (tensor data is
+then read only when touched), the bytes of anything else. It keeps the file object's position in
+step after every call, so reads can be mixed with other uses of the file.
+"""
+
+from __future__ import annotations
+
+import io
+import mmap as _mmap
+import os
+import stat
+from typing import Any, BinaryIO
+
+from .codecs import decoder_for, encoder_for
+from .errors import TruncatedError
+from .format import FORMATS, Format, get_format
+from .graph_reader import GraphReader, Limits, decode_string
+from .graph_writer import GraphWriter
+from .sink import Sink, writer_for
+
+ASCII_FIRST_BYTES = frozenset(b"0123456789+- \t\r\n")
+
+
+def sniff_ascii(buffer: Any, pos: int) -> bool:
+    """Ascii streams start with a printed number; binary ones with a small little-endian int."""
+    if pos >= len(buffer):
+        raise TruncatedError("the input is empty", pos)
+    return buffer[pos] in ASCII_FIRST_BYTES
+
+
+def map_file(fileobj: Any, *, mmap: bool) -> Any | None:
+    """A private copy-on-write mapping of a regular file (views never change the file), or
+    the file's whole contents when ``mmap`` is False; None when the object has no usable
+    file descriptor."""
+    try:
+        fd = fileobj.fileno()
+        info = os.fstat(fd)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    if info.st_size == 0:
+        return b""
+    if not mmap:
+        buffer = bytearray(info.st_size)
+        with open(fd, "rb", buffering=0, closefd=False) as raw:
+            raw.seek(0)
+            view = memoryview(buffer)
+            done = 0
+            while done < len(buffer):
+                count = raw.readinto(view[done:])
+                if not count:
+                    break
+                done += count
+        return buffer[:done] if done < len(buffer) else buffer
+    return _mmap.mmap(fd, 0, access=_mmap.ACCESS_COPY)
+
+
+def buffer_of(source: Any, *, mmap: bool = True) -> tuple[Any, int]:
+    """(buffer, start position) for bytes-like objects and file objects."""
+    if isinstance(source, (bytes, bytearray, memoryview, _mmap.mmap)):
+        return source, 0
+    mapped = map_file(source, mmap=mmap)
+    if mapped is not None:
+        return mapped, source.tell()
+    if isinstance(source, io.BytesIO):
+        return source.getvalue(), source.tell()
+    start = source.tell() if _seekable(source) else 0
+    data = source.read()
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError("expected a binary file object (opened with 'rb')")
+    # Offsets are then relative to ``start``: prepend nothing, but remember where we began.
+    return bytes(data), -start
+
+
+def _seekable(fileobj: Any) -> bool:
+    try:
+        return bool(fileobj.seekable())
+    except (AttributeError, ValueError):
+        return False
+
+
+class Reader:
+    """Reads values one after another from a file object or a bytes-like object.
+
+    ``format`` is ``"binary"`` (the default, as in Torch7), ``"b32"``, ``"b64"``, ``"ascii"``, or
+    None to tell ascii from binary by the first byte. Indexed objects are remembered across calls,
+    so a back-reference in a later value resolves to the object read earlier.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        format: str | None = "binary",
+        *,
+        referenced: bool = True,
+        mmap: bool = True,
+        max_depth: int = Limits.max_depth,
+    ) -> None:
+        buffer, start = buffer_of(source, mmap=mmap)
+        self._file = None if isinstance(source, (bytes, bytearray, memoryview)) else source
+        self._origin = 0
+        if start < 0:  # read from an unmappable stream: positions are relative to -start
+            self._origin, start = -start, 0
+        if format is None:
+            fmt = FORMATS["ascii" if sniff_ascii(buffer, start) else "binary"]
+        else:
+            fmt = get_format(format)
+        if fmt.ascii and isinstance(buffer, memoryview):
+            buffer = buffer.tobytes()
+        self.format: Format = fmt
+        self._decoder = decoder_for(fmt, buffer, start)
+        self._graph = GraphReader(self._decoder, referenced=referenced, limits=Limits(max_depth))
+
+    @property
+    def position(self) -> int:
+        return self._decoder.pos
+
+    def _sync(self) -> None:
+        if self._file is not None and _seekable(self._file):
+            self._file.seek(self._origin + self._decoder.pos)
+
+    def at_end(self) -> bool:
+        return self._decoder.remaining() <= 0
+
+    def read_object(self) -> Any:
+        try:
+            return self._graph.read_object()
+        finally:
+            self._sync()
+
+    def read_int(self) -> int:
+        try:
+            return self._decoder.read_int()
+        finally:
+            self._sync()
+
+    def read_long(self) -> int:
+        try:
+            return self._decoder.read_long()
+        finally:
+            self._sync()
+
+    def read_double(self) -> float:
+        try:
+            return self._decoder.read_double()
+        finally:
+            self._sync()
+
+    def read_bool(self) -> bool:
+        return self.read_int() == 1
+
+    def read_string(self) -> str | bytes:
+        """A length-prefixed string, as ``File:readString`` after ``writeInt(#s)`` would give."""
+        try:
+            return decode_string(self._decoder.read_raw(self._decoder.read_int()))
+        finally:
+            self._sync()
+
+
+class Writer:
+    """Writes values one after another to a binary file object.
+
+    Small records are gathered in a bounded buffer; call :meth:`flush` (or use the writer as a
+    context manager) to push them to the file.
+    """
+
+    def __init__(
+        self,
+        fileobj: BinaryIO,
+        format: str = "binary",
+        *,
+        referenced: bool = True,
+        compact: bool = False,
+        buffer_size: int = 1 << 20,
+    ) -> None:
+        self.format: Format = get_format(format)
+        self._file = fileobj
+        self._sink = Sink(writer_for(fileobj), buffer_size)
+        self._encoder = encoder_for(self.format, self._sink)
+        self._graph = GraphWriter(self._encoder, referenced=referenced, compact=compact)
+
+    @property
+    def bytes_written(self) -> int:
+        return self._sink.written
+
+    def write_object(self, value: Any) -> None:
+        self._graph.write_object(value)
+
+    def write_int(self, value: int) -> None:
+        self._encoder.write_int(int(value))
+
+    def write_long(self, value: int) -> None:
+        self._encoder.write_long(int(value))
+
+    def write_double(self, value: float) -> None:
+        self._encoder.write_double(float(value))
+
+    def write_bool(self, value: bool) -> None:
+        self._encoder.write_int(1 if value else 0)
+
+    def write_string(self, value: str | bytes) -> None:
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        self._encoder.write_int(len(data))
+        self._encoder.write_raw(data)
+
+    def flush(self) -> None:
+        self._sink.drain()
+        flush = getattr(self._file, "flush", None)
+        if flush is not None:
+            flush()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
+

@@ -1,0 +1,281 @@
+"""Python shapes of the Lua values that have no Python twin.
+
+* :class:`LuaTable` - a Lua table: an ordered mapping that takes any Lua key, tables and arrays
+  included (by identity), and keeps Lua's rule that ``true`` and ``1`` are different keys.
+* :class:`TorchObject` - an instance of any Torch class other than tensors and storages
+  (``nn.Linear``, custom classes, unknown ones): class name, version and a field table.
+* :class:`Storage` - a Torch storage on its own, kept apart from tensors (which are plain
+  ``numpy.ndarray`` views of a storage's array).
+* :class:`LuaFunction` - opaque bytecode plus upvalues; never executed.
+
+Tables, objects and functions compare and hash by identity, as Lua values do.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import Any
+
+import numpy as np
+
+from .format import CLASSES, TorchClass
+
+_BOOL_KEY = object()  # marks boolean keys so that True and 1 stay apart
+_IDENTITY_KEY = object()  # marks reference-typed keys, compared by identity
+
+
+def _hash_key(key: Any) -> Any:
+    """The dict key under which a Lua key is stored."""
+    kind = type(key)
+    if kind is str or kind is int:
+        return key
+    if kind is float:
+        if key != key:
+            raise ValueError("a Lua table key cannot be NaN")
+        return key
+    if kind is bytes:
+        try:
+            return key.decode("utf-8")  # the same Lua string as the str
+        except UnicodeDecodeError:
+            return key
+    if isinstance(key, (bool, np.bool_)):
+        return (_BOOL_KEY, bool(key))
+    if isinstance(key, numbers.Integral):
+        return int(key)
+    if isinstance(key, numbers.Real):
+        return _hash_key(float(key))
+    if key is None:
+        raise ValueError("a Lua table key cannot be nil")
+    return (_IDENTITY_KEY, id(key))
+
+
+class LuaTable(MutableMapping[Any, Any]):
+    """A Lua table: keys and values in the file's order, any Lua value as a key.
+
+    >>> t = LuaTable([(1, "a"), (2, "b"), (True, "yes")])
+    >>> t[1], t[True], len(t)
+    ('a', 'yes', 3)
+    >>> LuaTable.from_list(["x", "y"]).to_list()
+    ['x', 'y']
+    """
+
+    __slots__ = ("__weakref__", "_entries")
+
+    def __init__(self, items: Iterable[tuple[Any, Any]] | Mapping[Any, Any] = ()) -> None:
+        self._entries: dict[Any, tuple[Any, Any]] = {}
+        pairs = items.items() if isinstance(items, Mapping) else items
+        for key, value in pairs:
+            self[key] = value
+
+    @classmethod
+    def from_list(cls, values: Iterable[Any]) -> LuaTable:
+        """A list-like table with keys 1..n, as Lua writes ``{a, b, c}``."""
+        table = cls()
+        table._entries = {i: (i, v) for i, v in enumerate(values, 1)}
+        return table
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._entries[_hash_key(key)][1]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        hashed = _hash_key(key)
+        entry = self._entries.get(hashed)
+        # An existing key keeps its original Python object (and its place in the order).
+        self._entries[hashed] = (key if entry is None else entry[0], value)
+
+    def __delitem__(self, key: Any) -> None:
+        del self._entries[_hash_key(key)]
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return _hash_key(key) in self._entries
+        except ValueError:
+            return False
+
+    def __iter__(self) -> Iterator[Any]:
+        return (key for key, _ in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def items(self) -> Any:
+        """(key, value) pairs in order; a fast path over the mixin's one lookup per key."""
+        return list(self._entries.values())
+
+    def values(self) -> Any:
+        return [value for _, value in self._entries.values()]
+
+    def is_list(self) -> bool:
+        """True when the keys are exactly the integers 1..n (in any order)."""
+        n = len(self._entries)
+        return all(type(k) is int and 1 <= k <= n for k in self._entries)
+
+    def to_list(self) -> list[Any]:
+        """The values of keys 1..n as a list; ``ValueError`` if the table is not list-like."""
+        if not self.is_list():
+            raise ValueError("table has keys other than 1..n; use items() instead")
+        return [self._entries[i][1] for i in range(1, len(self._entries) + 1)]
+
+    def to_dict(self) -> dict[Any, Any]:
+        """A plain dict (shallow); fails on keys Python cannot hash such as arrays."""
+        return dict(self._entries.values())
+
+    __eq__ = object.__eq__  # Lua tables are reference values
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        if not self._entries:
+            return "LuaTable()"
+        shown = ", ".join(f"{k!r}: {_short_repr(v)}" for k, v in list(self._entries.values())[:8])
+        more = ", ..." if len(self._entries) > 8 else ""
+        return f"LuaTable({{{shown}{more}}})"
+
+
+def _short_repr(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array(shape={value.shape}, dtype={value.dtype})"
+    if isinstance(value, (LuaTable, TorchObject)):
+        return f"<{type(value).__name__} of {len(value)}>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class TorchObject(Mapping[Any, Any]):
+    """An instance of a Torch class (``nn.Linear``, a custom class, an unknown one).
+
+    Fields read like a dict (``obj["weight"]``) or like attributes (``obj.weight``). ``fields``
+    is normally a :class:`LuaTable`; a class that wrote something else keeps that value as is.
+    """
+
+    __slots__ = ("__weakref__", "fields", "typename", "version")
+
+    def __init__(self, typename: str, fields: Any = None, version: int | float = 1) -> None:
+        self.typename = typename
+        self.version = version
+        self.fields: Any = LuaTable() if fields is None else fields
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.fields[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.fields[key] = value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(self.fields, Mapping) and key in self.fields
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fields) if isinstance(self.fields, Mapping) else iter(())
+
+    def __len__(self) -> int:
+        return len(self.fields) if isinstance(self.fields, Mapping) else 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            fields = object.__getattribute__(self, "fields")
+            return fields[name]
+        except (AttributeError, KeyError, TypeError):
+            raise AttributeError(
+                f"{type(self).__name__} {self.typename!r} has no field {name!r}"
+            ) from None
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        names = ", ".join(str(k) for k in list(self)[:8])
+        return f"TorchObject({self.typename!r}, version={self.version}, fields=[{names}])"
+
+
+class LuaFunction:
+    """A serialized Lua function, kept opaque: bytecode and upvalues, never executed.
+
+    ``tag`` is the type tag it was read with (8, or the legacy 6 and 7), so that it is written
+    back unchanged.
+    """
+
+    __slots__ = ("__weakref__", "bytecode", "tag", "upvalues")
+
+    def __init__(self, bytecode: bytes, upvalues: Any = None, tag: int = 8) -> None:
+        self.bytecode = bytecode
+        self.upvalues = LuaTable() if upvalues is None else upvalues
+        self.tag = tag
+
+    def __repr__(self) -> str:
+        return f"LuaFunction(<{len(self.bytecode)} bytes of bytecode>, tag={self.tag})"
+
+
+class Storage:
+    """A Torch storage on its own: a flat array and its class name.
+
+    Tensors are numpy views of ``storage.array``; a storage written on its own stays a
+    ``Storage`` so that it loads back as one. ``np.asarray(storage)`` gives the array.
+    """
+
+    __slots__ = ("__weakref__", "array", "typename")
+
+    def __init__(self, array: Any, typename: str | None = None) -> None:
+        array = np.asarray(array)
+        if array.ndim != 1:
+            raise ValueError(f"a storage is one-dimensional, got shape {array.shape}")
+        from .tensors import default_class  # deferred: tensors imports this module
+
+        self.array: np.ndarray[Any, Any] = array
+        self.typename = typename or default_class(array.dtype, tensor=False).typename
+        remember_class(array, CLASSES[self.typename])
+
+    @classmethod
+    def _make(cls, array: np.ndarray[Any, Any], torch_class: TorchClass) -> Storage:
+        """The reader's constructor: ``array`` is already a flat array of the right type."""
+        storage = object.__new__(cls)
+        storage.array = array
+        storage.typename = torch_class.typename
+        remember_class(array, torch_class)
+        return storage
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.array.dtype
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.array[index]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
+        if dtype is None and not copy:
+            return self.array
+        return np.array(self.array, dtype=dtype, copy=True)
+
+    def __repr__(self) -> str:
+        return f"Storage({self.typename}, size={len(self)})"
+
+
+# Root arrays whose Torch class is not the default for their dtype (CUDA classes), so that a
+# CUDA tensor loaded on the CPU is written back under its own name. Keyed by id() with a weak
+# reference that removes the entry when the array dies, since ndarrays are not hashable.
+_CLASS_OF_ROOT: dict[int, tuple[weakref.ref[Any], TorchClass]] = {}
+
+
+def remember_class(root: np.ndarray[Any, Any], cls: TorchClass) -> None:
+    """Record that ``root`` (a storage's array) belongs to ``cls`` when the dtype does not say so."""
+    if not cls.is_cuda:
+        return
+    key = id(root)
+    _CLASS_OF_ROOT[key] = (weakref.ref(root, lambda _ref: _CLASS_OF_ROOT.pop(key, None)), cls)
+
+
+def remembered_class(root: np.ndarray[Any, Any]) -> TorchClass | None:
+    entry = _CLASS_OF_ROOT.get(id(root))
+    if entry is None or entry[0]() is not root:
+        return None
+    return entry[1]
+
+
+def is_negative_zero(value: float) -> bool:
+    return value == 0 and math.copysign(1.0, value) < 0
