@@ -48,7 +48,9 @@ def _load_fileobj(
     fileobj: BinaryIO, format: str | None, referenced: bool, mmap: bool, max_depth: int
 ) -> Any:
     if format is not None:
-        return Reader(fileobj, format, referenced=referenced, mmap=mmap, max_depth=max_depth).read_object()
+        return Reader(
+            fileobj, format, referenced=referenced, mmap=mmap, max_depth=max_depth
+        ).read_object()
     buffer, start = buffer_of(fileobj, mmap=mmap)
     start = max(start, 0)
     value, _fmt = read_detected(buffer, start, referenced=referenced, limits=Limits(max_depth))
@@ -116,7 +118,9 @@ def read_detected(
     raise error
 
 
-def serialize(value: Any, format: str = "binary", referenced: bool = True, *, compact: bool = False) -> bytes:
+def serialize(
+    value: Any, format: str = "binary", referenced: bool = True, *, compact: bool = False
+) -> bytes:
     """The bytes ``save`` would write, as ``torch.serialize`` returns them."""
     out = io.BytesIO()
     with Writer(out, format, referenced=referenced, compact=compact) as writer:

@@ -114,7 +114,7 @@ class ElementType:
         return self.name == "Long"
 
     def file_dtype(self, long_size: int) -> np.dtype[np.generic]:
-        """The numpy type of this element in a binary file whose ``long`` has ``long_size`` bytes."""
+        """The numpy type of this element in a binary file with ``long_size``-byte longs."""
         if self.is_long and long_size == 4:
             return np.dtype("<i4")
         return self.dtype

@@ -58,9 +58,9 @@ def decode_string(raw: bytes) -> str | bytes:
 
 def number_value(value: float) -> int | float:
     """Integral doubles within 2**53 become ``int`` (except -0.0, which keeps its sign)."""
-    if value.is_integer() and -MAX_EXACT_INT <= value <= MAX_EXACT_INT:
-        if value or math.copysign(1.0, value) > 0:
-            return int(value)
+    exact = value.is_integer() and -MAX_EXACT_INT <= value <= MAX_EXACT_INT
+    if exact and (value or math.copysign(1.0, value) > 0):
+        return int(value)
     return value
 
 
@@ -292,13 +292,13 @@ class GraphReader:
             )
         storage = self._read_torch(where)
         if not isinstance(storage, Storage):
-            raise FormatError(f"a tensor's storage must be a storage, found {type(storage).__name__}", where)
+            raise FormatError(
+                f"a tensor's storage must be a storage, found {type(storage).__name__}", where
+            )
         if storage.typename != tensor_class.storage_typename:
             expected_element = tensor_class.element
             if CLASSES[storage.typename].element is not expected_element:
-                raise FormatError(
-                    f"{tensor_class.typename} cannot use a {storage.typename}", where
-                )
+                raise FormatError(f"{tensor_class.typename} cannot use a {storage.typename}", where)
         return storage
 
     def _read_storage(self, cls: TorchClass, at: int) -> Storage:

@@ -211,7 +211,9 @@ class GraphWriter:
         try:
             data = value.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise UnsupportedValueError(f"string is not encodable as UTF-8: {exc}", self.path()) from None
+            raise UnsupportedValueError(
+                f"string is not encodable as UTF-8: {exc}", self.path()
+            ) from None
         self._write_bytes(data)
 
     def _write_bytes(self, value: Any) -> None:
@@ -281,8 +283,10 @@ class GraphWriter:
     def _write_storage_value(self, value: Storage) -> None:
         array = value.array
         root = root_of(array)
-        same = root.size == array.size and root.dtype == array.dtype and (
-            root.__array_interface__["data"][0] == array.__array_interface__["data"][0]
+        same = (
+            root.size == array.size
+            and root.dtype == array.dtype
+            and (root.__array_interface__["data"][0] == array.__array_interface__["data"][0])
         )
         element_of(array.dtype, self.path())
         self._write_storage(root if same else array, array, CLASSES[value.typename])
@@ -301,4 +305,3 @@ def _lua_number_text(value: int | float) -> bytes:
     if isinstance(value, int) or float(value).is_integer():
         return b"%d" % int(value)
     return b"%.14g" % value
-

@@ -44,18 +44,29 @@ def map_file(fileobj: Any, *, mmap: bool) -> Any | None:
     if info.st_size == 0:
         return b""
     if not mmap:
-        buffer = bytearray(info.st_size)
-        with open(fd, "rb", buffering=0, closefd=False) as raw:
-            raw.seek(0)
-            view = memoryview(buffer)
-            done = 0
-            while done < len(buffer):
-                count = raw.readinto(view[done:])
-                if not count:
-                    break
-                done += count
-        return buffer[:done] if done < len(buffer) else buffer
+        return read_whole(fd, info.st_size)
     return _mmap.mmap(fd, 0, access=_mmap.ACCESS_COPY)
+
+
+def read_whole(fd: int, size: int) -> bytearray:
+    """The file's bytes, read into one buffer without moving the descriptor's position."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    done = 0
+    while done < size:
+        count = _pread_into(fd, view[done:], done)
+        if not count:
+            break
+        done += count
+    return buffer if done == size else buffer[:done]
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    chunk = os.pread(fd, len(view), offset)  # platforms without preadv (macOS before 11)
+    view[: len(chunk)] = chunk
+    return len(chunk)
 
 
 def buffer_of(source: Any, *, mmap: bool = True) -> tuple[Any, int]:
@@ -217,4 +228,3 @@ class Writer:
 
     def __exit__(self, *exc: object) -> None:
         self.flush()
-

@@ -67,7 +67,9 @@ def tensor_view(
     if not sizes:
         return np.ndarray((0,), storage.dtype, buffer=storage, offset=offset * itemsize)
     if 0 not in sizes:
-        last = offset + sum((size - 1) * stride for size, stride in zip(sizes, strides, strict=True))
+        last = offset + sum(
+            (size - 1) * stride for size, stride in zip(sizes, strides, strict=True)
+        )
         if last >= n:
             raise FormatError(
                 f"tensor of size {list(sizes)} and stride {list(strides)} at offset {offset} "
@@ -179,6 +181,12 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
         strides.append(step)
         step *= size
     return tuple(reversed(strides))
+
+
+def byte_view(array: Array) -> memoryview:
+    """The bytes of a contiguous array, without copying them."""
+    view: memoryview = memoryview(array.data).cast("B")  # type: ignore[arg-type,unused-ignore]
+    return view
 
 
 def iter_chunks(array: Array, max_bytes: int) -> Iterator[Array]:

@@ -239,7 +239,8 @@ class Storage:
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        return self.array.dtype
+        dtype: np.dtype[Any] = self.array.dtype
+        return dtype
 
     def __len__(self) -> int:
         return int(self.array.shape[0])
@@ -263,7 +264,7 @@ _CLASS_OF_ROOT: dict[int, tuple[weakref.ref[Any], TorchClass]] = {}
 
 
 def remember_class(root: np.ndarray[Any, Any], cls: TorchClass) -> None:
-    """Record that ``root`` (a storage's array) belongs to ``cls`` when the dtype does not say so."""
+    """Record that ``root`` (a storage's array) is of ``cls`` where its dtype cannot say so."""
     if not cls.is_cuda:
         return
     key = id(root)

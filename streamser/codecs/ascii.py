@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import FormatError, TruncatedError
 from ..format import ElementType
 from ..sink import Sink
-from ..tensors import iter_chunks
+from ..tensors import byte_view, iter_chunks
 from .binary import CHUNK_BYTES
 
 _WHITESPACE = b" \t\n\r\v\f"
@@ -86,9 +86,7 @@ class AsciiDecoder:
             while start < self.size and self.buffer[start] in _WHITESPACE:
                 start += 1
             if start >= self.size:
-                raise TruncatedError(
-                    f"input ends after {len(tokens)} of {count} {what}", self.pos
-                )
+                raise TruncatedError(f"input ends after {len(tokens)} of {count} {what}", self.pos)
             end = self.buffer.find(b"\n", start)
             end = self.size if end < 0 else end
             line = self.buffer[start:end]
@@ -180,7 +178,7 @@ def _convert(element: ElementType, tokens: list[bytes], count: int) -> np.ndarra
             return halves
         return values.astype(element.dtype)
     values = np.fromiter(map(int, tokens), dtype=np.int64, count=count)
-    info = np.iinfo(element.dtype)
+    info = np.iinfo(element.dtype.type)  # type: ignore[type-var]
     if values.size and (values.min() < info.min or values.max() > info.max):
         raise ValueError(f"value out of range for {element.name}")
     return values.astype(element.dtype)
@@ -223,7 +221,7 @@ class AsciiEncoder:
             return
         if element.is_raw:
             for chunk in iter_chunks(data, CHUNK_BYTES):
-                self.sink.write_large(memoryview(chunk).cast("B"))
+                self.sink.write_large(byte_view(chunk))
         else:
             for index, chunk in enumerate(iter_chunks(data, _FORMAT_CHUNK * data.itemsize)):
                 if index:

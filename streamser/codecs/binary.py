@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import FormatError, TruncatedError, UnsupportedValueError
 from ..format import INT32_MAX, INT32_MIN, ElementType
 from ..sink import Sink
-from ..tensors import iter_chunks
+from ..tensors import byte_view, iter_chunks
 
 _INT = struct.Struct("<i")
 _DOUBLE = struct.Struct("<d")
@@ -158,4 +158,4 @@ class BinaryEncoder:
         for chunk in iter_chunks(data, CHUNK_BYTES):
             if chunk.dtype != dtype:
                 chunk = chunk.astype(dtype)  # byte order, or b32 Longs keeping their low 32 bits
-            self.sink.write_large(memoryview(chunk).cast("B"))
+            self.sink.write_large(byte_view(chunk))
