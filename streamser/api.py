@@ -91,30 +91,32 @@ def read_detected(
             buffer = bytes(buffer)
         decoder = decoder_for(fmt, buffer, start)
         return GraphReader(decoder, referenced=referenced, limits=limits).read_object(), fmt
-    failures: list[tuple[Format, FormatError]] = []
-    partial: list[tuple[Format, Any]] = []
+    readings: dict[str, tuple[Any, int]] = {}  # format name -> (value, bytes left unread)
+    failures: dict[str, FormatError] = {}
     for fmt in (FORMATS["binary"], FORMATS["b32"]):
         decoder = BinaryDecoder(buffer, fmt.long_size, start)
         try:
             value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
         except FormatError as exc:
-            failures.append((fmt, exc))
+            failures[fmt.name] = exc
             continue
         if decoder.longs_read == 0 or decoder.remaining() == 0:
-            return value, fmt
-        partial.append((fmt, value))
-    if len(partial) == 1:
-        return partial[0][1], partial[0][0]
-    if partial:
+            return value, fmt  # explains every byte, or long size never mattered
+        readings[fmt.name] = (value, decoder.pos)
+    if "binary" in readings and "b32" in readings:
         raise AmbiguousFormatError(
-            "the input reads both as binary with 8-byte longs and as b32 with 4-byte longs, "
-            "each leaving bytes unread; pass format='binary' or format='b32'",
-            start,
+            "the input reads both as binary (8-byte longs) and as b32 (4-byte longs), each "
+            "leaving bytes unread; pass format='binary' or format='b32'",
+            readings["binary"][1],
         )
-    # Report the reading that got further: it is the likelier format.
-    fmt, error = max(failures, key=lambda failure: failure[1].offset or 0)
-    other = [f"as {f.name}: {e}" for f, e in failures if f is not fmt]
-    error.add_note(f"tried as {fmt.name}; also failed {'; '.join(other)}")
+    if "binary" in readings:  # Torch's own layout followed by more data, as torch.load allows
+        return readings["binary"][0], FORMATS["binary"]
+    # A damaged binary file must not pass for a b32 one that stops early: report binary's error.
+    error = failures["binary"]
+    if "b32" in readings:
+        error.add_note("it reads as b32 only if trailing bytes are ignored: pass format='b32'")
+    else:
+        error.add_note(f"reading it as b32 (4-byte longs) failed too: {failures['b32']}")
     raise error
 
 

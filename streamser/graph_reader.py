@@ -12,12 +12,13 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from .codecs import Decoder
-from .errors import FormatError, LimitError
+from .errors import FormatError, LimitError, TruncatedError
 from .format import (
     CLASSES,
     MAX_EXACT_INT,
@@ -189,11 +190,7 @@ class GraphReader:
         return self.decoder.read_int() == 1
 
     def _read_string(self, at: int) -> str | bytes:
-        return decode_string(self._read_raw_string())
-
-    def _read_raw_string(self) -> bytes:
-        decoder = self.decoder
-        return decoder.read_raw(decoder.read_int())
+        return decode_string(self.decoder.read_string())
 
     def _read_table(self, at: int) -> Any:
         decoder = self.decoder
@@ -202,8 +199,10 @@ class GraphReader:
         if found is not None:
             return found
         count = decoder.read_int()
-        if count < 0 or 2 * count * decoder.min_record > decoder.remaining():
-            raise FormatError(
+        if count < 0:
+            raise FormatError(f"table claims {count} entries", at)
+        if 2 * count * decoder.min_record > decoder.remaining():
+            raise TruncatedError(
                 f"table claims {count} entries but only {decoder.remaining()} bytes are left", at
             )
         table = LuaTable()
@@ -224,23 +223,32 @@ class GraphReader:
         found = self._seen(index, at)
         if found is not None:
             return found
-        function = LuaFunction(self._read_raw_string(), None, tag=tag)
+        function = LuaFunction(self.decoder.read_string(), None, tag=tag)
         if self.referenced:
             self.objects[index] = function
         return self._push(_FunctionFrame(function), at)
 
     def _read_legacy_function(self, at: int) -> Any:
         """Tag 6 functions carry no index and are never shared."""
-        function = LuaFunction(self._read_raw_string(), None, tag=TAG_FUNCTION_LEGACY)
+        function = LuaFunction(self.decoder.read_string(), None, tag=TAG_FUNCTION_LEGACY)
         return self._push(_FunctionFrame(function), at)
 
     def _read_torch(self, at: int) -> Any:
-        index = self.decoder.read_int()
-        found = self._seen(index, at)
-        if found is not None:
-            return found
-        version, typename = self._read_class_header(at)
-        cls = CLASSES.get(typename)
+        decoder = self.decoder
+        index = decoder.read_int()
+        if self.referenced:
+            found = self.objects.get(index)
+            if found is not None:
+                if found is _INCOMPLETE:
+                    raise FormatError(f"object {index} is referenced inside its own payload", at)
+                return found
+        first = decoder.read_string()
+        version = _VERSIONS.get(first)
+        if version is not None:
+            name = decoder.read_string()
+        else:
+            version, name = self._read_unusual_header(first)
+        cls = _CLASS_BY_NAME.get(name)
         if cls is not None:
             if self.referenced:
                 self.objects[index] = _INCOMPLETE
@@ -248,37 +256,31 @@ class GraphReader:
             if self.referenced:
                 self.objects[index] = value
             return value
-        obj = TorchObject(typename, LuaTable(), version)
+        obj = TorchObject(_class_name(name), None, version)
         if self.referenced:
             self.objects[index] = obj
         return self._push(_ObjectFrame(obj), at)
 
-    def _read_class_header(self, at: int) -> tuple[int | float, str]:
-        first = self._read_raw_string()
+    def _read_unusual_header(self, first: bytes) -> tuple[int | float, bytes]:
+        """Versions other than the usual ones, and files older than versioning (no ``V n``)."""
         match = _VERSION.fullmatch(first)
         version = _parse_version(match.group(1)) if match else None
-        if version is None:  # files older than versioning start with the class name
-            return 0, first.decode("utf-8", "surrogateescape")
-        return version, self._read_raw_string().decode("utf-8", "surrogateescape")
+        if version is None:  # the first string is the class name
+            return 0, first
+        return version, self.decoder.read_string()
 
     def _read_tensor(self, cls: TorchClass, at: int) -> np.ndarray[Any, Any]:
-        decoder = self.decoder
-        ndim = decoder.read_int()
-        if ndim < 0 or 2 * ndim * decoder.min_long_bytes > decoder.remaining():
-            raise FormatError(f"tensor claims {ndim} dimensions", at)
-        sizes = decoder.read_longs(ndim)
-        strides = decoder.read_longs(ndim)
-        offset = decoder.read_long() - 1
-        storage = self._read_tensor_storage(cls, at)
+        sizes, strides, offset = self.decoder.read_geometry()
+        storage = self._read_tensor_storage(cls)
         if storage is None:
-            if any(sizes) and all(sizes):
+            if sizes and all(sizes):
                 raise FormatError(f"tensor of size {list(sizes)} has no storage", at)
             array = empty_tensor(cls.element)
             remember_class(array, CLASSES[cls.storage_typename])
             return array
         return tensor_view(storage.array, sizes, strides, offset, at)
 
-    def _read_tensor_storage(self, tensor_class: TorchClass, at: int) -> Storage | None:
+    def _read_tensor_storage(self, tensor_class: TorchClass) -> Storage | None:
         """A tensor's storage: nil, a back-reference, or a storage object read in place."""
         decoder = self.decoder
         where = decoder.pos
@@ -286,19 +288,16 @@ class GraphReader:
         if tag == TAG_NIL:
             return None
         if tag != TAG_TORCH:
-            raise FormatError(
-                f"a tensor's storage must be a storage or nil, found {TAG_NAMES.get(tag, tag)}",
-                where,
-            )
+            found = TAG_NAMES.get(tag, f"type tag {tag}")
+            raise FormatError(f"a tensor's storage must be a storage or nil, found {found}", where)
         storage = self._read_torch(where)
         if not isinstance(storage, Storage):
-            raise FormatError(
-                f"a tensor's storage must be a storage, found {type(storage).__name__}", where
-            )
-        if storage.typename != tensor_class.storage_typename:
-            expected_element = tensor_class.element
-            if CLASSES[storage.typename].element is not expected_element:
-                raise FormatError(f"{tensor_class.typename} cannot use a {storage.typename}", where)
+            found = getattr(storage, "typename", type(storage).__name__)
+            raise FormatError(f"a tensor's storage must be a storage, found {found}", where)
+        if storage.typename != tensor_class.storage_typename and (
+            CLASSES[storage.typename].element is not tensor_class.element
+        ):
+            raise FormatError(f"{tensor_class.typename} cannot use a {storage.typename}", where)
         return storage
 
     def _read_storage(self, cls: TorchClass, at: int) -> Storage:
@@ -308,6 +307,16 @@ class GraphReader:
             raise FormatError(f"storage claims {count} elements", at)
         array = decoder.read_array(cls.element, count)
         return Storage._make(array, cls)
+
+
+_VERSIONS: dict[bytes, int | float] = {b"V %d" % n: n for n in range(10)}
+_CLASS_BY_NAME: dict[bytes, TorchClass] = {name.encode(): cls for name, cls in CLASSES.items()}
+
+
+@lru_cache(maxsize=4096)
+def _class_name(raw: bytes) -> str:
+    """Class names as text; undecodable bytes survive a round trip as surrogates."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _parse_version(text: bytes) -> int | float | None:

@@ -28,7 +28,7 @@ from .format import (
     TAG_TORCH,
     TorchClass,
 )
-from .tensors import Array, element_of, layout_of, root_of
+from .tensors import Array, address_of, element_of, layout_of, root_of
 from .values import LuaFunction, LuaTable, Storage, TorchObject
 
 _KEY = object()  # label of a table key being written (for error paths)
@@ -69,6 +69,7 @@ class GraphWriter:
         self._active: set[int] = set()
         self._stack: list[_Frame] = []
         self._root_label = "<root>"
+        self._headers: dict[tuple[str, int | float], bytes] = {}
         self._dispatch: dict[type, Callable[[Any], None]] = {
             type(None): self._write_nil,
             bool: self._write_boolean,
@@ -102,6 +103,8 @@ class GraphWriter:
                 self._active.discard(frame.owner)
                 continue
             frame.label = child[0]
+            if child[0] is _KEY and (child[1] is None or child[1] != child[1]):
+                raise UnsupportedValueError(f"a Lua table key cannot be {child[1]}", self.path())
             self._write_value(child[1])
 
     def _write_value(self, value: Any) -> None:
@@ -155,18 +158,18 @@ class GraphWriter:
                 parts.append(f"[{label!r}]")
         return "".join(parts)
 
-    def _begin(self, obj: Any, memo: dict[int, tuple[int, Any]]) -> bool:
-        """Write ``obj``'s index; True when its payload must follow (not a back-reference)."""
+    def _begin(self, tag: int, obj: Any, memo: dict[int, tuple[int, Any]]) -> bool:
+        """Write ``tag`` and ``obj``'s index; True when its payload must follow."""
         key = id(obj)
         if self.referenced:
             hit = memo.get(key)
             if hit is not None:
-                self.encoder.write_int(hit[0])
+                self.encoder.write_record(tag, hit[0])
                 return False
         self.count += 1
         if self.referenced:
             memo[key] = (self.count, obj)
-        self.encoder.write_int(self.count)
+        self.encoder.write_record(tag, self.count)
         return True
 
     def _push(self, obj: Any, children: _Children) -> None:
@@ -217,17 +220,12 @@ class GraphWriter:
         self._write_bytes(data)
 
     def _write_bytes(self, value: Any) -> None:
-        data = bytes(value)
-        encoder = self.encoder
-        encoder.write_int(TAG_STRING)
-        encoder.write_int(len(data))
-        encoder.write_raw(data)
+        self.encoder.write_int(TAG_STRING)
+        self.encoder.write_string(bytes(value))
 
     def _write_table(self, obj: Any, count: int, children: _Children) -> None:
-        encoder = self.encoder
-        encoder.write_int(TAG_TABLE)
-        if self._begin(obj, self._memo):
-            encoder.write_int(count)
+        if self._begin(TAG_TABLE, obj, self._memo):
+            self.encoder.write_int(count)
             if count:
                 self._push(obj, children)
 
@@ -241,41 +239,41 @@ class GraphWriter:
         self._write_table(value, len(value), _list_pairs(value))
 
     def _write_class_header(self, typename: str, version: int | float) -> None:
-        encoder = self.encoder
-        version_text = b"V " + _lua_number_text(version)
-        name = typename.encode("utf-8", "surrogateescape")
-        encoder.write_int(len(version_text))
-        encoder.write_raw(version_text)
-        encoder.write_int(len(name))
-        encoder.write_raw(name)
+        key = (typename, version)
+        header = self._headers.get(key)
+        if header is None:
+            encoder = self.encoder
+            version_text = b"V " + _lua_number_text(version)
+            name = typename.encode("utf-8", "surrogateescape")
+            header = encoder.encode_string(version_text) + encoder.encode_string(name)
+            self._headers[key] = header
+        self.encoder.write_encoded(header)
 
     def _write_torch_object(self, value: TorchObject) -> None:
-        self.encoder.write_int(TAG_TORCH)
-        if self._begin(value, self._memo):
+        if self._begin(TAG_TORCH, value, self._memo):
             self._write_class_header(value.typename, value.version)
             self._push(value, iter(((None, value.fields),)))
 
     def _write_function(self, value: LuaFunction) -> None:
         encoder = self.encoder
-        encoder.write_int(value.tag)
-        if value.tag == TAG_FUNCTION_LEGACY or self._begin(value, self._memo):
-            encoder.write_int(len(value.bytecode))
-            encoder.write_raw(value.bytecode)
-            self._push(value, iter((("<upvalues>", value.upvalues),)))
+        if value.tag == TAG_FUNCTION_LEGACY:
+            encoder.write_int(value.tag)  # legacy functions carry no index
+        elif not self._begin(value.tag, value, self._memo):
+            return
+        encoder.write_string(value.bytecode)
+        self._push(value, iter((("<upvalues>", value.upvalues),)))
 
     def _write_tensor(self, value: Array) -> None:
-        encoder = self.encoder
-        layout = layout_of(value, compact=self.compact, path=self.path())
-        encoder.write_int(TAG_TORCH)
-        if not self._begin(value, self._memo):
+        try:
+            layout = layout_of(value, compact=self.compact)
+        except UnsupportedValueError as exc:
+            raise UnsupportedValueError(exc.message, self.path()) from None
+        if not self._begin(TAG_TORCH, value, self._memo):
             return
         self._write_class_header(layout.cls.typename, 1)
-        encoder.write_int(len(layout.sizes))
-        encoder.write_longs(layout.sizes)
-        encoder.write_longs(layout.strides)
-        encoder.write_long(layout.offset + 1)
+        self.encoder.write_geometry(layout.sizes, layout.strides, layout.offset)
         if layout.storage_data is None:
-            encoder.write_int(TAG_NIL)
+            self.encoder.write_int(TAG_NIL)
         else:
             storage_class = CLASSES[layout.cls.storage_typename]
             self._write_storage(layout.storage_key, layout.storage_data, storage_class)
@@ -283,21 +281,20 @@ class GraphWriter:
     def _write_storage_value(self, value: Storage) -> None:
         array = value.array
         root = root_of(array)
-        same = (
-            root.size == array.size
-            and root.dtype == array.dtype
-            and (root.__array_interface__["data"][0] == array.__array_interface__["data"][0])
-        )
-        element_of(array.dtype, self.path())
-        self._write_storage(root if same else array, array, CLASSES[value.typename])
+        whole = root.size == array.size and root.dtype == array.dtype
+        if whole and root is not array:
+            whole = address_of(root) == address_of(array)
+        try:
+            element_of(array.dtype)
+        except UnsupportedValueError as exc:
+            raise UnsupportedValueError(exc.message, self.path()) from None
+        self._write_storage(root if whole else array, array, CLASSES[value.typename])
 
     def _write_storage(self, key: Any, data: Array, cls: TorchClass) -> None:
-        encoder = self.encoder
-        encoder.write_int(TAG_TORCH)
-        if self._begin(key, self._storages):
+        if self._begin(TAG_TORCH, key, self._storages):
             self._write_class_header(cls.typename, 1)
-            encoder.write_long(int(data.size))
-            encoder.write_array(cls.element, data)
+            self.encoder.write_long(int(data.size))
+            self.encoder.write_array(cls.element, data)
 
 
 def _lua_number_text(value: int | float) -> bytes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from .format import CLASSES, CPU_STORAGE, CPU_TENSOR, ELEMENT_BY_DTYPE, ElementT
 from .values import remembered_class
 
 Array = np.ndarray[Any, Any]
+MAX_DIMS = 64  # numpy's limit on dimensions; Torch7 files in practice stay far below it
 
 
 def element_of(dtype: np.dtype[Any], path: str = "") -> ElementType:
@@ -60,22 +62,34 @@ def tensor_view(
     n = storage.shape[0]
     if offset < 0 or offset > n:
         raise FormatError(f"tensor offset {offset} is outside its storage of {n} elements", at)
-    for size, stride in zip(sizes, strides, strict=True):
+    if len(sizes) > MAX_DIMS:
+        raise FormatError(f"tensor has {len(sizes)} dimensions; numpy allows {MAX_DIMS}", at)
+    last = offset  # the last element the view reaches
+    contiguous = True
+    expected = 1
+    for size, stride in zip(reversed(sizes), reversed(strides), strict=True):
         if size < 0 or stride < 0:
             raise FormatError(f"negative tensor size or stride in {sizes} / {strides}", at)
+        last += (size - 1) * stride
+        if stride != expected and size != 1:
+            contiguous = False
+        expected *= size
     itemsize = storage.dtype.itemsize
-    if not sizes:
-        return np.ndarray((0,), storage.dtype, buffer=storage, offset=offset * itemsize)
-    if 0 not in sizes:
-        last = offset + sum(
-            (size - 1) * stride for size, stride in zip(sizes, strides, strict=True)
+    if not sizes or expected == 0:  # no elements: a size-0 view placed at the offset
+        shape = sizes or (0,)
+        byte_strides = tuple(stride * itemsize for stride in strides) or None
+        return np.ndarray(
+            shape, storage.dtype, buffer=storage, offset=offset * itemsize, strides=byte_strides
         )
-        if last >= n:
-            raise FormatError(
-                f"tensor of size {list(sizes)} and stride {list(strides)} at offset {offset} "
-                f"reaches element {last} of a storage of {n}",
-                at,
-            )
+    if last >= n:
+        raise FormatError(
+            f"tensor of size {list(sizes)} and stride {list(strides)} at offset {offset} "
+            f"reaches element {last} of a storage of {n}",
+            at,
+        )
+    if contiguous:
+        piece = storage if offset == 0 and expected == n else storage[offset : offset + expected]
+        return piece.reshape(sizes)
     try:
         return np.ndarray(
             sizes,
@@ -128,15 +142,21 @@ def class_for_array(root: Array, element: ElementType, *, tensor: bool) -> Torch
     return (CPU_TENSOR if tensor else CPU_STORAGE)[element.name]
 
 
-def _address(array: Array) -> int:
+def address_of(array: Array) -> int:
+    """Where ``array``'s first element sits in memory."""
     return int(array.__array_interface__["data"][0])
 
 
-def layout_of(array: Array, *, compact: bool = False, path: str = "") -> TensorLayout:
+def layout_of(array: Array, *, compact: bool = False) -> TensorLayout:
     """Decide how ``array`` is written: as a view of its root's storage, or compactly."""
-    element = element_of(array.dtype, path)
+    element = element_of(array.dtype)
     if array.ndim == 0:
         array = array.reshape(1)  # Torch7 has no 1-element 0-d tensor
+    if array.base is None and array.flags.c_contiguous:  # owns its memory: its own storage
+        cls = class_for_array(array, element, tensor=True)
+        if array.size == 0:
+            return TensorLayout(cls, (), (), 0, None, None)
+        return TensorLayout(cls, array.shape, contiguous_strides(array.shape), 0, array, array)
     root = root_of(array)
     cls = class_for_array(root, element, tensor=True)
     flat = None if compact else _flat_memory(root)
@@ -145,20 +165,20 @@ def layout_of(array: Array, *, compact: bool = False, path: str = "") -> TensorL
     if array.size == 0:
         if flat is None or flat.size == 0 or root is array:
             return TensorLayout(cls, (), (), 0, None, None)
-        offset = (_address(array) - _address(flat)) // array.itemsize
+        offset = (address_of(array) - address_of(flat)) // array.itemsize
         return TensorLayout(cls, (), (), min(max(offset, 0), flat.size), root, flat)
     if flat is not None:
         geometry = _view_geometry(array, flat)
         if geometry is not None:
             strides, offset = geometry
             return TensorLayout(cls, array.shape, strides, offset, root, flat)
-    return TensorLayout(cls, array.shape, _contiguous_strides(array.shape), 0, array, array)
+    return TensorLayout(cls, array.shape, contiguous_strides(array.shape), 0, array, array)
 
 
 def _view_geometry(array: Array, flat: Array) -> tuple[tuple[int, ...], int] | None:
     """Element strides and offset of ``array`` inside ``flat``, or None if not expressible."""
     itemsize = array.itemsize
-    delta = _address(array) - _address(flat)
+    delta = address_of(array) - address_of(flat)
     if delta < 0 or delta % itemsize:
         return None
     strides = []
@@ -174,7 +194,9 @@ def _view_geometry(array: Array, flat: Array) -> tuple[tuple[int, ...], int] | N
     return tuple(reversed(strides)), delta // itemsize
 
 
-def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+@lru_cache(maxsize=4096)
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Element strides of a C-contiguous array of ``shape``."""
     strides = []
     step = 1
     for size in reversed(shape):

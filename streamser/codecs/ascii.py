@@ -73,8 +73,11 @@ class AsciiDecoder:
         match = _TOKEN.match(self.buffer, self.pos)
         if match is None:
             raise TruncatedError(f"input ends where {what} was expected", self.pos)
+        token: bytes = match.group(1)
+        if b"_" in token:  # Python's int() and float() take 1_000; C's scanf does not
+            raise FormatError(f"expected {what}, found {token[:20]!r}", self.pos)
         self.pos = match.end()
-        return match.group(1)
+        return token
 
     def _tokens(self, count: int, what: str) -> list[bytes]:
         """The next ``count`` white-space separated tokens, read a line at a time."""
@@ -90,6 +93,8 @@ class AsciiDecoder:
             end = self.buffer.find(b"\n", start)
             end = self.size if end < 0 else end
             line = self.buffer[start:end]
+            if b"_" in line:
+                raise FormatError(f"expected {what}, found an underscore", start)
             wanted = count - len(tokens)
             parts = line.split(None, wanted)
             if len(parts) > wanted:  # more numbers on this line than we need
@@ -146,6 +151,22 @@ class AsciiDecoder:
             self._end_of_array()
         return data
 
+    def read_string(self) -> bytes:
+        """An int length and that many raw bytes."""
+        return self.read_raw(self.read_int())
+
+    def read_geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        """A tensor's (sizes, strides, 0-based storage offset)."""
+        pos = self.pos
+        ndim = self.read_int()
+        if ndim < 0:
+            raise FormatError(f"tensor claims {ndim} dimensions", pos)
+        if 2 * ndim > self.remaining():
+            raise TruncatedError(f"input ends inside a {ndim}-dimensional tensor's geometry", pos)
+        sizes = self.read_longs(ndim)
+        strides = self.read_longs(ndim)
+        return sizes, strides, self.read_long() - 1
+
     def read_array(self, element: ElementType, count: int) -> np.ndarray[Any, Any]:
         """``count`` elements parsed into a new array of the element's type."""
         if element.is_raw:
@@ -172,11 +193,11 @@ def _convert(element: ElementType, tokens: list[bytes], count: int) -> np.ndarra
     kind = element.dtype.kind
     if kind == "f":
         values = _parse_floats(tokens, count)
+        with np.errstate(over="ignore"):  # like scanf, out-of-range numbers become inf
+            narrowed = values.astype(element.dtype)
         if element.dtype.itemsize == 2:
-            halves = values.astype(element.dtype)
-            halves.view(np.uint16)[np.isnan(values)] = _HALF_NAN
-            return halves
-        return values.astype(element.dtype)
+            narrowed.view(np.uint16)[np.isnan(values)] = _HALF_NAN
+        return narrowed
     values = np.fromiter(map(int, tokens), dtype=np.int64, count=count)
     info = np.iinfo(element.dtype.type)  # type: ignore[type-var]
     if values.size and (values.min() < info.min or values.max() > info.max):
@@ -204,9 +225,28 @@ class AsciiEncoder:
 
     write_long = write_int
 
+    def write_record(self, tag: int, index: int) -> None:
+        self.sink.write(b"%d\n%d\n" % (tag, index))
+
     def write_longs(self, values: tuple[int, ...]) -> None:
         if values:
             self.sink.write(b" ".join(b"%d" % v for v in values) + b"\n")
+
+    def write_geometry(self, sizes: tuple[int, ...], strides: tuple[int, ...], offset: int) -> None:
+        self.write_int(len(sizes))
+        self.write_longs(sizes)
+        self.write_longs(strides)
+        self.write_int(offset + 1)
+
+    def encode_string(self, data: bytes) -> bytes:
+        return b"%d\n%s\n" % (len(data), data) if data else b"0\n"
+
+    def write_string(self, data: bytes) -> None:
+        self.sink.write(b"%d\n" % len(data))
+        self.write_raw(data)
+
+    def write_encoded(self, data: bytes) -> None:
+        self.sink.write(data)
 
     def write_double(self, value: float) -> None:
         self.sink.write(format_double(value) + b"\n")

@@ -1,12 +1,15 @@
-"""Binary primitives: little-endian ints, longs of 4 or 8 bytes, doubles, raw arrays.
+"""Binary primitives: little-endian ints, longs of 4 or 8 bytes, doubles, strings, raw arrays.
 
 The decoder works in place over one buffer (``bytes``, ``mmap``, ``memoryview``) with
 ``struct.unpack_from``: no slicing copies for headers, and arrays come back as ``numpy`` views of
-the buffer itself (zero-copy), except b32 Long arrays, which widen to int64.
+the buffer itself (zero-copy), except b32 Long arrays, which widen to int64. Records that are
+always read together (a string's length and bytes, a tensor's geometry) are one call each, so
+that a file of many small tensors costs few Python calls per record.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 from functools import lru_cache
 from typing import Any
@@ -19,6 +22,7 @@ from ..sink import Sink
 from ..tensors import byte_view, iter_chunks
 
 _INT = struct.Struct("<i")
+_TWO_INTS = struct.Struct("<ii")
 _DOUBLE = struct.Struct("<d")
 _LONG = {4: struct.Struct("<i"), 8: struct.Struct("<q")}
 CHUNK_BYTES = 1 << 24  # bytes converted at a time when an array needs converting on write
@@ -29,6 +33,12 @@ def _longs_struct(count: int, long_size: int) -> struct.Struct:
     return struct.Struct(f"<{count}{'q' if long_size == 8 else 'i'}")
 
 
+@lru_cache(maxsize=64)
+def _geometry_struct(ndim: int, long_size: int) -> struct.Struct:
+    """int nDimension, long sizes[n], long strides[n], long storageOffset+1."""
+    return struct.Struct(f"<i{2 * ndim + 1}{'q' if long_size == 8 else 'i'}")
+
+
 class BinaryDecoder:
     """Reads primitives from ``buffer`` starting at ``pos``."""
 
@@ -37,11 +47,13 @@ class BinaryDecoder:
 
     def __init__(self, buffer: Any, long_size: int = 8, pos: int = 0) -> None:
         self.buffer = memoryview(buffer).cast("B")
+        # bytes and mmap slice straight to bytes; other buffers go through the memoryview.
+        self._sliceable = buffer if isinstance(buffer, (bytes, mmap.mmap)) else None
         self.size = self.buffer.nbytes
         self.pos = pos
         self.long_size = long_size
-        self._long = _LONG[long_size]
         self.min_long_bytes = long_size
+        self._long = _LONG[long_size]
         self.longs_read = 0  # lets format detection see whether long size mattered
 
     def remaining(self) -> int:
@@ -55,6 +67,12 @@ class BinaryDecoder:
             )
         self.pos = pos + nbytes
         return pos
+
+    def _bytes(self, start: int, end: int) -> bytes:
+        if self._sliceable is not None:
+            data: bytes = self._sliceable[start:end]
+            return data
+        return self.buffer[start:end].tobytes()
 
     def read_int(self) -> int:
         pos = self.pos
@@ -90,7 +108,42 @@ class BinaryDecoder:
         if count < 0:
             raise FormatError(f"negative byte count {count}", self.pos - 4)
         pos = self._need(count, f"a string of {count} bytes")
-        return self.buffer[pos : pos + count].tobytes()
+        return self._bytes(pos, pos + count)
+
+    def read_string(self) -> bytes:
+        """An int length and that many raw bytes."""
+        pos = self.pos
+        if pos + 4 > self.size:
+            self._need(4, "a string length")
+        count: int = _INT.unpack_from(self.buffer, pos)[0]
+        start = pos + 4
+        end = start + count
+        if count < 0:
+            raise FormatError(f"negative string length {count}", pos)
+        if end > self.size:
+            raise TruncatedError(
+                f"input ends inside a string of {count} bytes ({self.size - start} left)", pos
+            )
+        self.pos = end
+        return self._bytes(start, end)
+
+    def read_geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        """A tensor's (sizes, strides, 0-based storage offset)."""
+        pos = self.pos
+        ndim = self.read_int()
+        if ndim < 0:
+            raise FormatError(f"tensor claims {ndim} dimensions", pos)
+        need = (2 * ndim + 1) * self.long_size
+        if need > self.size - self.pos:
+            raise TruncatedError(
+                f"input ends inside the geometry of a tensor with {ndim} dimensions "
+                f"({need} bytes needed, {self.size - self.pos} left)",
+                pos,
+            )
+        values = _geometry_struct(ndim, self.long_size).unpack_from(self.buffer, pos)
+        self.pos = pos + 4 + need
+        self.longs_read += 2 * ndim + 1
+        return values[1 : ndim + 1], values[ndim + 1 : 2 * ndim + 1], values[-1] - 1
 
     def read_array(self, element: ElementType, count: int) -> np.ndarray[Any, Any]:
         """``count`` elements as a view of the buffer (b32 Longs widen to a new int64 array)."""
@@ -128,6 +181,12 @@ class BinaryEncoder:
             raise UnsupportedValueError(f"{value} does not fit the format's 4-byte int")
         self.sink.write(_INT.pack(value))
 
+    def write_record(self, tag: int, index: int) -> None:
+        """A type tag and an object index."""
+        if index > INT32_MAX:
+            raise UnsupportedValueError(f"more than {INT32_MAX} objects in one stream")
+        self.sink.write(_TWO_INTS.pack(tag, index))
+
     def write_long(self, value: int) -> None:
         self.sink.write(self._pack_long(value))
 
@@ -146,15 +205,41 @@ class BinaryEncoder:
                 raise
             self.sink.write(data)
 
+    def write_geometry(self, sizes: tuple[int, ...], strides: tuple[int, ...], offset: int) -> None:
+        """A tensor's nDimension, sizes, strides and 1-based storage offset."""
+        try:
+            data = _geometry_struct(len(sizes), self.long_size).pack(
+                len(sizes), *sizes, *strides, offset + 1
+            )
+        except struct.error:
+            self.write_longs((*sizes, *strides, offset + 1))  # raises the precise error
+            raise
+        self.sink.write(data)
+
     def write_double(self, value: float) -> None:
         self.sink.write(_DOUBLE.pack(value))
 
     def write_raw(self, data: bytes) -> None:
         self.sink.write(data)
 
+    def encode_string(self, data: bytes) -> bytes:
+        """An int length and the bytes, encoded (for records the caller caches)."""
+        return _INT.pack(len(data)) + data
+
+    def write_string(self, data: bytes) -> None:
+        self.sink.write(_INT.pack(len(data)))
+        self.sink.write(data)
+
+    def write_encoded(self, data: bytes) -> None:
+        """Bytes that came from this encoder's ``encode_*`` methods."""
+        self.sink.write(data)
+
     def write_array(self, element: ElementType, data: np.ndarray[Any, Any]) -> None:
         """Write ``data``'s elements in C order, converting in bounded chunks if needed."""
         dtype = element.file_dtype(self.long_size)
+        if data.dtype == dtype and data.flags.c_contiguous and data.nbytes < CHUNK_BYTES:
+            self.sink.write_large(byte_view(data))  # the common small case: no chunking
+            return
         for chunk in iter_chunks(data, CHUNK_BYTES):
             if chunk.dtype != dtype:
                 chunk = chunk.astype(dtype)  # byte order, or b32 Longs keeping their low 32 bits
