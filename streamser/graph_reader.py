@@ -35,7 +35,15 @@ from .format import (
     TorchClass,
 )
 from .tensors import empty_tensor, tensor_view
-from .values import LuaFunction, LuaTable, Storage, TorchObject, _hash_key, remember_class
+from .values import (
+    LuaFunction,
+    LuaTable,
+    Storage,
+    TorchObject,
+    _hash_key,
+    gc_paused,
+    remember_class,
+)
 
 _VERSION = re.compile(rb"V (.*)", re.DOTALL)
 _PENDING = object()  # a handler pushed a frame: the value comes later
@@ -74,20 +82,12 @@ class _TableFrame:
         self.remaining = count
         self.key: Any = _PENDING
 
-    def take(self, value: Any, at: int) -> Any:
-        key = self.key
-        if key is _PENDING:
-            if value is None:
-                raise FormatError("a table key is nil", at)
-            self.key = value
-            return _PENDING
+    def store(self, key: Any, value: Any, at: int) -> None:
+        """One entry; the reader's loop stores plain string keys itself."""
         try:
             self.entries[_hash_key(key)] = (key, value)
         except ValueError as exc:
             raise FormatError(str(exc), at) from None
-        self.key = _PENDING
-        self.remaining -= 1
-        return self.table if self.remaining == 0 else _PENDING
 
 
 class _ObjectFrame:
@@ -143,21 +143,50 @@ class GraphReader:
     # --- the machine ------------------------------------------------------------------------
 
     def read_object(self) -> Any:
+        with gc_paused():
+            return self._read_graph()
+
+    def _read_graph(self) -> Any:
         decoder, dispatch, stack = self.decoder, self._dispatch, self._stack
+        read_int, read_string = decoder.read_int, decoder.read_string
         stack.clear()
         while True:
             at = decoder.pos
-            tag = decoder.read_int()
-            handler = dispatch.get(tag)
-            if handler is None:
-                raise FormatError(f"unknown type tag {tag}", at)
-            value = handler(at)
+            tag = read_int()
+            if tag == TAG_STRING:  # the commonest value: inline, no handler call
+                raw = read_string()
+                try:
+                    value = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    value = raw
+            else:
+                handler = dispatch.get(tag)
+                if handler is None:
+                    raise FormatError(f"unknown type tag {tag}", at)
+                value = handler(at)
             while value is not _PENDING:
                 if not stack:
                     return value
-                value = stack[-1].take(value, at)
-                if value is not _PENDING:
-                    stack.pop()
+                frame = stack[-1]
+                if type(frame) is _TableFrame:  # inline of _TableFrame.take
+                    key = frame.key
+                    if key is _PENDING:
+                        if value is None:
+                            raise FormatError("a table key is nil", at)
+                        frame.key = value
+                        break
+                    frame.key = _PENDING
+                    if type(key) is str:
+                        frame.entries[key] = (key, value)
+                    else:
+                        frame.store(key, value, at)
+                    frame.remaining -= 1
+                    if frame.remaining:
+                        break
+                    value = frame.table
+                else:
+                    value = frame.take(value, at)
+                stack.pop()
 
     def _push(self, frame: _Frame, at: int) -> Any:
         if len(self._stack) >= self.limits.max_depth:

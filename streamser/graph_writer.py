@@ -29,7 +29,7 @@ from .format import (
     TorchClass,
 )
 from .tensors import Array, address_of, element_of, layout_of, root_of
-from .values import LuaFunction, LuaTable, Storage, TorchObject
+from .values import LuaFunction, LuaTable, Storage, TorchObject, gc_paused
 
 _KEY = object()  # label of a table key being written (for error paths)
 _Children = Iterator[tuple[Any, Any]]  # (label, value) pairs still to write
@@ -70,6 +70,7 @@ class GraphWriter:
         self._stack: list[_Frame] = []
         self._root_label = "<root>"
         self._headers: dict[tuple[str, int | float], bytes] = {}
+        self._addresses: dict[int, tuple[Array, int]] = {}
         self._dispatch: dict[type, Callable[[Any], None]] = {
             type(None): self._write_nil,
             bool: self._write_boolean,
@@ -91,6 +92,10 @@ class GraphWriter:
     # --- the machine ------------------------------------------------------------------------
 
     def write_object(self, value: Any) -> None:
+        with gc_paused():
+            self._write_graph(value)
+
+    def _write_graph(self, value: Any) -> None:
         stack = self._stack
         stack.clear()
         self._active.clear()
@@ -265,7 +270,7 @@ class GraphWriter:
 
     def _write_tensor(self, value: Array) -> None:
         try:
-            layout = layout_of(value, compact=self.compact)
+            layout = layout_of(value, compact=self.compact, addresses=self._addresses)
         except UnsupportedValueError as exc:
             raise UnsupportedValueError(exc.message, self.path()) from None
         if not self._begin(TAG_TORCH, value, self._memo):

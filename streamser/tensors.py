@@ -127,6 +127,8 @@ def root_of(array: Array) -> Array:
 
 def _flat_memory(root: Array) -> Array | None:
     """The root's memory as a flat array in memory order, or None if it is not contiguous."""
+    if root.ndim == 1 and root.flags.c_contiguous:
+        return root
     if root.flags.c_contiguous:
         return root.reshape(-1)
     if root.flags.f_contiguous:
@@ -147,8 +149,14 @@ def address_of(array: Array) -> int:
     return int(array.__array_interface__["data"][0])
 
 
-def layout_of(array: Array, *, compact: bool = False) -> TensorLayout:
-    """Decide how ``array`` is written: as a view of its root's storage, or compactly."""
+def layout_of(
+    array: Array, *, compact: bool = False, addresses: dict[int, tuple[Array, int]] | None = None
+) -> TensorLayout:
+    """Decide how ``array`` is written: as a view of its root's storage, or compactly.
+
+    ``addresses`` caches the address of each flat root memory (holding the array, so that its
+    ``id`` stays unique) for a writer that meets many views of the same storages.
+    """
     element = element_of(array.dtype)
     if array.ndim == 0:
         array = array.reshape(1)  # Torch7 has no 1-element 0-d tensor
@@ -160,25 +168,34 @@ def layout_of(array: Array, *, compact: bool = False) -> TensorLayout:
     root = root_of(array)
     cls = class_for_array(root, element, tensor=True)
     flat = None if compact else _flat_memory(root)
-    if flat is not None and flat.dtype != array.dtype:
+    if flat is not None and (flat.dtype != array.dtype or flat.size == 0):
         flat = None
-    if array.size == 0:
-        if flat is None or flat.size == 0 or root is array:
+    if array.size == 0:  # Torch's empty tensor, or a 0-d tensor placed in a storage
+        if flat is None or root is array:
             return TensorLayout(cls, (), (), 0, None, None)
-        offset = (address_of(array) - address_of(flat)) // array.itemsize
+        offset = (address_of(array) - _cached_address(flat, addresses)) // array.itemsize
         return TensorLayout(cls, (), (), min(max(offset, 0), flat.size), root, flat)
     if flat is not None:
-        geometry = _view_geometry(array, flat)
+        geometry = _view_geometry(array, address_of(array) - _cached_address(flat, addresses))
         if geometry is not None:
             strides, offset = geometry
             return TensorLayout(cls, array.shape, strides, offset, root, flat)
     return TensorLayout(cls, array.shape, contiguous_strides(array.shape), 0, array, array)
 
 
-def _view_geometry(array: Array, flat: Array) -> tuple[tuple[int, ...], int] | None:
-    """Element strides and offset of ``array`` inside ``flat``, or None if not expressible."""
+def _cached_address(flat: Array, addresses: dict[int, tuple[Array, int]] | None) -> int:
+    if addresses is None:
+        return address_of(flat)
+    entry = addresses.get(id(flat))
+    if entry is None or entry[0] is not flat:
+        entry = (flat, address_of(flat))
+        addresses[id(flat)] = entry
+    return entry[1]
+
+
+def _view_geometry(array: Array, delta: int) -> tuple[tuple[int, ...], int] | None:
+    """Element strides and offset of ``array`` starting ``delta`` bytes into its flat root."""
     itemsize = array.itemsize
-    delta = address_of(array) - address_of(flat)
     if delta < 0 or delta % itemsize:
         return None
     strides = []

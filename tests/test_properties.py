@@ -14,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 
 import streamser
 from streamser import LuaTable
+from streamser.walk import walk
 
 FORMATS = ["binary", "ascii", "b32"]
 DTYPES = ["u1", "i1", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8"]
@@ -83,12 +84,22 @@ def same_bits(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any], fmt: str) -> boo
     if a.dtype.kind == "i" and a.itemsize == 8 and fmt == "b32":
         a = a.astype(np.int32).astype(np.int64)  # b32 files keep the low 32 bits of Longs
     if a.dtype.kind == "f" and fmt == "ascii":
-        # Ascii keeps every value and the sign of NaN, not NaN payloads.
+        # Ascii keeps every value and the sign of NaN (not for Half), not NaN payloads.
         nan_a, nan_b = np.isnan(a), np.isnan(b)
         if not np.array_equal(nan_a, nan_b):
             return False
         a, b = np.where(nan_a, 0, a), np.where(nan_b, 0, b)
     return bool(a.tobytes() == b.tobytes())
+
+
+def has_negative_nan_half(value: Any) -> bool:
+    return any(
+        isinstance(item, np.ndarray)
+        and item.dtype.kind == "f"
+        and item.itemsize == 2
+        and bool(np.any(np.isnan(item) & np.signbit(item)))
+        for _path, item, _depth, _again in walk(value)
+    )
 
 
 def expect_int(number: float) -> bool:
@@ -148,8 +159,10 @@ def test_round_trip_keeps_values(fmt: str, value: Any) -> None:
     data = streamser.serialize(value, format=fmt)
     loaded = streamser.deserialize(data, format=fmt)
     check_same(value, loaded, fmt)
-    # Loading and saving again reproduces the bytes exactly.
-    assert streamser.serialize(loaded, format=fmt) == data
+    # Loading and saving again reproduces the bytes exactly, except where Torch7 itself changes
+    # the value: reading an ascii "-nan" Half gives 0x7fff (TH_float2half drops a NaN's sign).
+    if not (fmt == "ascii" and b"-nan" in data and has_negative_nan_half(value)):
+        assert streamser.serialize(loaded, format=fmt) == data
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

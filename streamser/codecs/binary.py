@@ -59,11 +59,13 @@ class BinaryDecoder:
     def remaining(self) -> int:
         return self.size - self.pos
 
-    def _need(self, nbytes: int, what: str) -> int:
+    def _need(self, nbytes: int, what: str, *args: object) -> int:
+        """Claim ``nbytes``; ``what % args`` names them in the error (formatted only then)."""
         pos = self.pos
         if nbytes > self.size - pos:
             raise TruncatedError(
-                f"input ends inside {what}: {nbytes} bytes needed, {self.size - pos} left", pos
+                f"input ends inside {what % args}: {nbytes} bytes needed, {self.size - pos} left",
+                pos,
             )
         self.pos = pos + nbytes
         return pos
@@ -92,7 +94,7 @@ class BinaryDecoder:
         if count == 0:
             return ()
         self.longs_read += count
-        pos = self._need(count * self.long_size, f"{count} longs")
+        pos = self._need(count * self.long_size, "%d longs", count)
         return _longs_struct(count, self.long_size).unpack_from(self.buffer, pos)
 
     def read_double(self) -> float:
@@ -107,7 +109,7 @@ class BinaryDecoder:
         """``count`` raw bytes (a Lua string's contents, a class name)."""
         if count < 0:
             raise FormatError(f"negative byte count {count}", self.pos - 4)
-        pos = self._need(count, f"a string of {count} bytes")
+        pos = self._need(count, "a string of %d bytes", count)
         return self._bytes(pos, pos + count)
 
     def read_string(self) -> bytes:
@@ -147,21 +149,26 @@ class BinaryDecoder:
 
     def read_array(self, element: ElementType, count: int) -> np.ndarray[Any, Any]:
         """``count`` elements as a view of the buffer (b32 Longs widen to a new int64 array)."""
-        dtype = element.file_dtype(self.long_size)
+        dtype = element.dtype
         if element.is_long:
             self.longs_read += 1
-        pos = self._need(count * dtype.itemsize, f"{count} {element.name} elements")
-        if count == 0:
-            return np.empty(0, dtype=element.dtype)
+            dtype = element.file_dtype(self.long_size)
+        pos = self.pos
+        end = pos + count * dtype.itemsize
+        if count <= 0 or end > self.size:
+            if count == 0:
+                return np.empty(0, dtype=element.dtype)
+            self._need(count * dtype.itemsize, "%d %s elements", count, element.name)
+        self.pos = end
         array = np.frombuffer(self.buffer, dtype=dtype, count=count, offset=pos)
-        if dtype != element.dtype:
+        if dtype is not element.dtype:
             array = array.astype(element.dtype)
         return array
 
     def skip_array(self, element: ElementType, count: int) -> int:
         """Step over ``count`` elements; returns their byte offset (for lazy indexes)."""
         dtype = element.file_dtype(self.long_size)
-        return self._need(count * dtype.itemsize, f"{count} {element.name} elements")
+        return self._need(count * dtype.itemsize, "%d %s elements", count, element.name)
 
 
 class BinaryEncoder:
