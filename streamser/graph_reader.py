@@ -148,27 +148,21 @@ class GraphReader:
 
     def _read_graph(self) -> Any:
         decoder, dispatch, stack = self.decoder, self._dispatch, self._stack
-        read_int, read_string = decoder.read_int, decoder.read_string
+        read_int = decoder.read_int
         stack.clear()
+        value: Any
         while True:
             at = decoder.pos
             tag = read_int()
-            if tag == TAG_STRING:  # the commonest value: inline, no handler call
-                raw = read_string()
-                try:
-                    value = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    value = raw
-            else:
-                handler = dispatch.get(tag)
-                if handler is None:
-                    raise FormatError(f"unknown type tag {tag}", at)
-                value = handler(at)
+            handler = dispatch.get(tag)
+            if handler is None:
+                raise FormatError(f"unknown type tag {tag}", at)
+            value = handler(at)
             while value is not _PENDING:
                 if not stack:
                     return value
                 frame = stack[-1]
-                if type(frame) is _TableFrame:  # inline of _TableFrame.take
+                if isinstance(frame, _TableFrame):  # the commonest frame, stepped in place
                     key = frame.key
                     if key is _PENDING:
                         if value is None:
