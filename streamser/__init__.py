@@ -18,8 +18,9 @@ from .errors import (
     UnsupportedValueError,
 )
 from .format import FORMATS
+from .handle import T7File, TensorInfo, open
 from .streams import Reader, Writer
-from .values import LuaFunction, LuaTable, Storage, TorchObject
+from .values import LuaFunction, LuaTable, Storage, TableStream, TorchObject
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,9 @@ __all__ = [
     "Reader",
     "Storage",
     "StreamserError",
+    "T7File",
+    "TableStream",
+    "TensorInfo",
     "TorchObject",
     "TruncatedError",
     "UnsupportedValueError",
@@ -40,6 +44,7 @@ __all__ = [
     "__version__",
     "deserialize",
     "load",
+    "open",
     "save",
     "serialize",
 ]

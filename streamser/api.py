@@ -7,7 +7,6 @@ truncates a file that may be memory-mapped by an earlier ``load``).
 
 from __future__ import annotations
 
-import io
 import os
 import secrets
 from pathlib import Path
@@ -123,11 +122,30 @@ def read_detected(
 def serialize(
     value: Any, format: str = "binary", referenced: bool = True, *, compact: bool = False
 ) -> bytes:
-    """The bytes ``save`` would write, as ``torch.serialize`` returns them."""
-    out = io.BytesIO()
-    with Writer(out, format, referenced=referenced, compact=compact) as writer:
-        writer.write_object(value)
-    return out.getvalue()
+    """The bytes ``save`` would write, as ``torch.serialize`` returns them.
+
+    Records are gathered in bounded blocks and tensor data is referenced where it lies, then
+    everything is joined once: each byte is copied into the result exactly one time.
+    """
+    return b"".join(serialize_pieces(value, format, referenced, compact=compact))
+
+
+def serialize_pieces(
+    value: Any, format: str = "binary", referenced: bool = True, *, compact: bool = False
+) -> list[Any]:
+    """The serialized bytes as a list of blocks and views of array memory, not yet joined."""
+    pieces: list[Any] = []
+    writer = Writer(_PieceCollector(pieces), format, referenced=referenced, compact=compact)
+    writer.write_object(value)
+    writer.flush()
+    return pieces
+
+
+class _PieceCollector:
+    """A write target that keeps what it is given (blocks, views of arrays) for one join."""
+
+    def __init__(self, pieces: list[Any]) -> None:
+        self.write = pieces.append
 
 
 def save(

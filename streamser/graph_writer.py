@@ -28,8 +28,9 @@ from .format import (
     TAG_TORCH,
     TorchClass,
 )
+from .memo import IdentityMemo
 from .tensors import Array, address_of, element_of, layout_of, root_of
-from .values import LuaFunction, LuaTable, Storage, TorchObject, gc_paused
+from .values import LuaFunction, LuaTable, Storage, TableStream, TorchObject, gc_paused
 
 _KEY = object()  # label of a table key being written (for error paths)
 _Children = Iterator[tuple[Any, Any]]  # (label, value) pairs still to write
@@ -64,13 +65,13 @@ class GraphWriter:
         self.referenced = referenced
         self.compact = compact
         self.count = 0  # last index handed out
-        self._memo: dict[int, tuple[int, Any]] = {}
-        self._storages: dict[int, tuple[int, Any]] = {}
+        self._memo = IdentityMemo()  # tables, objects, functions, tensors -> index
+        self._storages = IdentityMemo()  # storage root arrays -> index
         self._active: set[int] = set()
         self._stack: list[_Frame] = []
         self._root_label = "<root>"
         self._headers: dict[tuple[str, int | float], bytes] = {}
-        self._addresses: dict[int, tuple[Array, int]] = {}
+        self._addresses = IdentityMemo()  # storage root arrays -> address of their memory
         self._dispatch: dict[type, Callable[[Any], None]] = {
             type(None): self._write_nil,
             bool: self._write_boolean,
@@ -84,6 +85,7 @@ class GraphWriter:
             tuple: self._write_list,
             LuaTable: self._write_lua_table,
             TorchObject: self._write_torch_object,
+            TableStream: self._write_table_stream,
             LuaFunction: self._write_function,
             Storage: self._write_storage_value,
             np.ndarray: self._write_tensor,
@@ -163,17 +165,16 @@ class GraphWriter:
                 parts.append(f"[{label!r}]")
         return "".join(parts)
 
-    def _begin(self, tag: int, obj: Any, memo: dict[int, tuple[int, Any]]) -> bool:
+    def _begin(self, tag: int, obj: Any, memo: IdentityMemo) -> bool:
         """Write ``tag`` and ``obj``'s index; True when its payload must follow."""
-        key = id(obj)
         if self.referenced:
-            hit = memo.get(key)
-            if hit is not None:
-                self.encoder.write_record(tag, hit[0])
+            index = memo.get(obj)
+            if index is not None:
+                self.encoder.write_record(tag, index)
                 return False
         self.count += 1
         if self.referenced:
-            memo[key] = (self.count, obj)
+            memo.put(obj, self.count)
         self.encoder.write_record(tag, self.count)
         return True
 
@@ -242,6 +243,9 @@ class GraphWriter:
 
     def _write_list(self, value: Any) -> None:
         self._write_table(value, len(value), _list_pairs(value))
+
+    def _write_table_stream(self, value: TableStream) -> None:
+        self._write_table(value, value.length, _pairs(value.consume()))
 
     def _write_class_header(self, typename: str, version: int | float) -> None:
         key = (typename, version)

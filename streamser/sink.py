@@ -9,21 +9,29 @@ are, so memory stays bounded by ``target`` whatever the size of the output.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 DEFAULT_TARGET = 1 << 20  # bytes gathered before a write to the target
 DIRECT_THRESHOLD = 1 << 16  # payloads at least this large bypass the buffer
 
 
 class Sink:
-    """Buffers small writes for ``write`` (a function taking bytes-like objects)."""
+    """Buffers small writes for ``write`` (a function taking bytes-like objects).
 
-    __slots__ = ("_buffer", "_target", "_write", "written")
+    ``fd`` is the target's file descriptor when bytes may also be put there behind ``write``'s
+    back (an unbuffered file), which enables :meth:`copy_from_file`.
+    """
 
-    def __init__(self, write: Callable[[Any], object], target: int = DEFAULT_TARGET) -> None:
+    __slots__ = ("_buffer", "_fd", "_target", "_write", "written")
+
+    def __init__(
+        self, write: Callable[[Any], object], target: int = DEFAULT_TARGET, fd: int | None = None
+    ) -> None:
         self._write = write
         self._target = target
+        self._fd = fd
         self._buffer = bytearray()
         self.written = 0  # bytes accepted so far, buffered or not
 
@@ -42,13 +50,56 @@ class Sink:
         self._write(data)
         self.written += data.nbytes
 
+    def copy_from_file(self, path: str, offset: int, count: int) -> int:
+        """Copy ``count`` bytes of the file at ``path`` from ``offset`` inside the kernel.
+
+        Returns how many bytes were copied (0 where the platform, the file systems or the
+        target do not allow it); the caller writes the rest itself.
+        """
+        if self._fd is None or not hasattr(os, "copy_file_range"):
+            return 0
+        self.drain()
+        copied = 0
+        try:
+            source = os.open(path, os.O_RDONLY)
+        except OSError:
+            return 0
+        try:
+            while copied < count:
+                step = os.copy_file_range(source, self._fd, count - copied, offset + copied)
+                if step <= 0:
+                    break
+                copied += step
+        except OSError:
+            pass  # e.g. EXDEV or EINVAL on older kernels: the caller writes what is left
+        finally:
+            os.close(source)
+        self.written += copied
+        return copied
+
     def drain(self) -> None:
         if self._buffer:
             self._write(self._buffer)
             self._buffer = bytearray()
 
 
-def writer_for(fileobj: BinaryIO) -> Callable[[Any], object]:
+class WriteTarget(Protocol):
+    """Anything with a ``write`` method that takes bytes-like objects (files, collectors)."""
+
+    def write(self, data: Any, /) -> Any: ...
+
+
+def raw_fd(fileobj: Any) -> int | None:
+    """The descriptor of an unbuffered file, where kernel copies can go; None otherwise."""
+    if not isinstance(fileobj, io.FileIO):
+        return None
+    try:
+        return fileobj.fileno()
+    except (OSError, ValueError):
+        return None
+
+
+def writer_for(fileobj: WriteTarget) -> Callable[[Any], object]:
     """A write function for ``fileobj`` that never leaves a partial write behind.
 
     Unbuffered (raw) files may accept fewer bytes than offered; buffered ones never do.

@@ -11,14 +11,18 @@ import io
 import mmap as _mmap
 import os
 import stat
-from typing import Any, BinaryIO
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
 
 from .codecs import decoder_for, encoder_for
 from .errors import TruncatedError
 from .format import FORMATS, Format, get_format
 from .graph_reader import GraphReader, Limits, decode_string
 from .graph_writer import GraphWriter
-from .sink import Sink, writer_for
+from .sink import Sink, WriteTarget, raw_fd, writer_for
+from .values import TableStream
 
 ASCII_FIRST_BYTES = frozenset(b"0123456789+- \t\r\n")
 
@@ -48,17 +52,20 @@ def map_file(fileobj: Any, *, mmap: bool) -> Any | None:
     return _mmap.mmap(fd, 0, access=_mmap.ACCESS_COPY)
 
 
-def read_whole(fd: int, size: int) -> bytearray:
-    """The file's bytes, read into one buffer without moving the descriptor's position."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
+def read_whole(fd: int, size: int) -> memoryview:
+    """The file's bytes, read into one new buffer without moving the descriptor's position.
+
+    The buffer is an uninitialised numpy array, so no time is spent zeroing memory that the
+    read overwrites at once (``bytearray(size)`` would touch every page twice).
+    """
+    view = memoryview(np.empty(size, dtype=np.uint8).data)
     done = 0
     while done < size:
         count = _pread_into(fd, view[done:], done)
         if not count:
             break
         done += count
-    return buffer if done == size else buffer[:done]
+    return view[:done]
 
 
 def _pread_into(fd: int, view: memoryview, offset: int) -> int:
@@ -180,7 +187,7 @@ class Writer:
 
     def __init__(
         self,
-        fileobj: BinaryIO,
+        fileobj: WriteTarget,
         format: str = "binary",
         *,
         referenced: bool = True,
@@ -189,7 +196,7 @@ class Writer:
     ) -> None:
         self.format: Format = get_format(format)
         self._file = fileobj
-        self._sink = Sink(writer_for(fileobj), buffer_size)
+        self._sink = Sink(writer_for(fileobj), buffer_size, raw_fd(fileobj))
         self._encoder = encoder_for(self.format, self._sink)
         self._graph = GraphWriter(self._encoder, referenced=referenced, compact=compact)
 
@@ -199,6 +206,15 @@ class Writer:
 
     def write_object(self, value: Any) -> None:
         self._graph.write_object(value)
+
+    def write_table(self, length: int, items: Iterable[tuple[Any, Any]]) -> None:
+        """Write a table of ``length`` entries taken one at a time from ``items``.
+
+        Values are written as they arrive, so a checkpoint's tensors can be produced (loaded,
+        computed) one at a time; objects they share with earlier values are still written as
+        back-references.
+        """
+        self._graph.write_object(TableStream(length, items))
 
     def write_int(self, value: int) -> None:
         self._encoder.write_int(int(value))

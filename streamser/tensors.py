@@ -12,6 +12,7 @@ view, negative or unaligned strides, ``compact=True``) is written as its own com
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -149,13 +150,11 @@ def address_of(array: Array) -> int:
     return int(array.__array_interface__["data"][0])
 
 
-def layout_of(
-    array: Array, *, compact: bool = False, addresses: dict[int, tuple[Array, int]] | None = None
-) -> TensorLayout:
+def layout_of(array: Array, *, compact: bool = False, addresses: Any = None) -> TensorLayout:
     """Decide how ``array`` is written: as a view of its root's storage, or compactly.
 
-    ``addresses`` caches the address of each flat root memory (holding the array, so that its
-    ``id`` stays unique) for a writer that meets many views of the same storages.
+    ``addresses`` (an :class:`~streamser.memo.IdentityMemo`) caches the address of each root's
+    memory for a writer that meets many views of the same storages.
     """
     element = element_of(array.dtype)
     if array.ndim == 0:
@@ -173,24 +172,25 @@ def layout_of(
     if array.size == 0:  # Torch's empty tensor, or a 0-d tensor placed in a storage
         if flat is None or root is array:
             return TensorLayout(cls, (), (), 0, None, None)
-        offset = (address_of(array) - _cached_address(flat, addresses)) // array.itemsize
+        offset = (address_of(array) - _root_address(root, addresses)) // array.itemsize
         return TensorLayout(cls, (), (), min(max(offset, 0), flat.size), root, flat)
     if flat is not None:
-        geometry = _view_geometry(array, address_of(array) - _cached_address(flat, addresses))
+        geometry = _view_geometry(array, address_of(array) - _root_address(root, addresses))
         if geometry is not None:
             strides, offset = geometry
             return TensorLayout(cls, array.shape, strides, offset, root, flat)
     return TensorLayout(cls, array.shape, contiguous_strides(array.shape), 0, array, array)
 
 
-def _cached_address(flat: Array, addresses: dict[int, tuple[Array, int]] | None) -> int:
+def _root_address(root: Array, addresses: Any) -> int:
+    """Where a contiguous root's memory starts (its flat view starts at the same address)."""
     if addresses is None:
-        return address_of(flat)
-    entry = addresses.get(id(flat))
-    if entry is None or entry[0] is not flat:
-        entry = (flat, address_of(flat))
-        addresses[id(flat)] = entry
-    return entry[1]
+        return address_of(root)
+    address: int | None = addresses.get(root)
+    if address is None:
+        address = address_of(root)
+        addresses.put(root, address)
+    return address
 
 
 def _view_geometry(array: Array, delta: int) -> tuple[tuple[int, ...], int] | None:
@@ -220,6 +220,24 @@ def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
         strides.append(step)
         step *= size
     return tuple(reversed(strides))
+
+
+def file_region(array: Array) -> tuple[str, int] | None:
+    """(path, byte offset) of a contiguous array that is a shared mapping of a file.
+
+    Only ``np.memmap`` arrays mapped shared (modes r, r+, w+) qualify: there the page cache is
+    the file's content, so a kernel copy of the file sees exactly the array's bytes, edits
+    included. Copy-on-write mappings (mode c) may differ from their file and never qualify.
+    """
+    mapped: Any = array
+    while isinstance(mapped, np.ndarray) and not isinstance(mapped.base, mmap.mmap):
+        mapped = mapped.base
+    if not isinstance(mapped, np.memmap) or mapped.mode not in ("r", "r+", "w+"):
+        return None
+    filename = getattr(mapped, "filename", None)
+    if not filename:
+        return None
+    return str(filename), int(mapped.offset) + address_of(array) - address_of(mapped)
 
 
 def byte_view(array: Array) -> memoryview:

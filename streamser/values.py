@@ -259,6 +259,43 @@ class Storage:
         return f"Storage({self.typename}, size={len(self)})"
 
 
+class TableStream:
+    """A table whose entries are produced while it is written, never all held in memory.
+
+    ``TableStream(len(names), ((n, load(n)) for n in names))`` writes a table of ``length``
+    entries pulled one at a time from ``items``; each tensor can be freed as soon as it is
+    written. It can be written once (the iterator is consumed); a count that does not match
+    the items is an error, since the table's size comes first in the file.
+    """
+
+    __slots__ = ("__weakref__", "_items", "length")
+
+    def __init__(self, length: int, items: Iterable[tuple[Any, Any]]) -> None:
+        if length < 0:
+            raise ValueError(f"a table cannot have {length} entries")
+        self.length = length
+        self._items: Iterable[tuple[Any, Any]] | None = items
+
+    def consume(self) -> Iterator[tuple[Any, Any]]:
+        """The entries, checked against ``length``; a second call is an error."""
+        from .errors import UnsupportedValueError
+
+        items, self._items = self._items, None
+        if items is None:
+            raise UnsupportedValueError("a TableStream can be written only once")
+        count = 0
+        for key, value in items:
+            count += 1
+            if count > self.length:
+                raise UnsupportedValueError(f"TableStream declared {self.length} entries, got more")
+            yield key, value
+        if count != self.length:
+            raise UnsupportedValueError(f"TableStream declared {self.length} entries, got {count}")
+
+    def __repr__(self) -> str:
+        return f"TableStream({self.length} entries)"
+
+
 # Root arrays whose Torch class is not the default for their dtype (CUDA classes), so that a
 # CUDA tensor loaded on the CPU is written back under its own name. Keyed by id() with a weak
 # reference that removes the entry when the array dies, since ndarrays are not hashable.

@@ -181,7 +181,8 @@ def test_views_share_one_storage(fmt: str, group: list[np.ndarray[Any, Any]]) ->
         assert same_bits(original, got, fmt)
     for got in loaded[1:]:
         assert got.size == 0 or np.shares_memory(got, loaded[0])
-    assert streamser.serialize(loaded, format=fmt) == data
+    if not (fmt == "ascii" and has_negative_nan_half(group)):  # see test_round_trip_keeps_values
+        assert streamser.serialize(loaded, format=fmt) == data
 
 
 @given(value=values)

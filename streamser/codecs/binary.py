@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import FormatError, TruncatedError, UnsupportedValueError
 from ..format import INT32_MAX, INT32_MIN, ElementType
 from ..sink import Sink
-from ..tensors import byte_view, iter_chunks
+from ..tensors import byte_view, file_region, iter_chunks
 
 _INT = struct.Struct("<i")
 _TWO_INTS = struct.Struct("<ii")
@@ -244,9 +244,14 @@ class BinaryEncoder:
     def write_array(self, element: ElementType, data: np.ndarray[Any, Any]) -> None:
         """Write ``data``'s elements in C order, converting in bounded chunks if needed."""
         dtype = element.file_dtype(self.long_size)
-        if data.dtype == dtype and data.flags.c_contiguous and data.nbytes < CHUNK_BYTES:
-            self.sink.write_large(byte_view(data))  # the common small case: no chunking
-            return
+        if data.dtype == dtype and data.flags.c_contiguous:
+            if data.nbytes < CHUNK_BYTES:
+                self.sink.write_large(byte_view(data))  # the common small case: no chunking
+                return
+            region = file_region(data)
+            if region is not None:  # file to file in the kernel, never through our memory
+                copied = self.sink.copy_from_file(region[0], region[1], data.nbytes)
+                data = data.reshape(-1)[copied // data.itemsize :]
         for chunk in iter_chunks(data, CHUNK_BYTES):
             if chunk.dtype != dtype:
                 chunk = chunk.astype(dtype)  # byte order, or b32 Longs keeping their low 32 bits

@@ -1,0 +1,273 @@
+"""``streamser.open``: a file opened for partial access, as safetensors' ``safe_open`` is.
+
+Opening parses the object graph only. Binary files are mapped, and every tensor is a
+copy-on-write view of the mapping, so an 8 GiB checkpoint opens in the time it takes to read its
+records and nothing of its tensor data is read until touched. Ascii files cannot be mapped and
+are parsed eagerly; the handle works the same. Closing the handle drops its references; views
+that are still alive keep the mapping alive, so closing never invalidates them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .api import deserialize, read_detected, serialize_pieces
+from .codecs import decoder_for
+from .errors import StreamserError
+from .format import get_format
+from .graph_reader import GraphReader, Limits
+from .streams import buffer_of
+from .tensors import address_of, class_for_array, element_of, root_of
+from .values import LuaTable, Storage, TorchObject
+from .walk import walk
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor (or storage) of a file lives, without reading its data.
+
+    ``offset`` is the byte position in the file of the tensor's first element and
+    ``storage_offset`` that of its storage's first element (None for ascii files and for
+    empty tensors); tensors with the same ``storage_offset`` share one storage.
+    """
+
+    path: str
+    typename: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    nbytes: int
+    offset: int | None
+    storage_offset: int | None
+    storage_nbytes: int
+
+
+class TensorSlice:
+    """One tensor of an open file; indexing it reads only the elements asked for."""
+
+    def __init__(self, array: np.ndarray[Any, Any]) -> None:
+        self._array = array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._array.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        dtype: np.dtype[Any] = self._array.dtype
+        return dtype
+
+    def __len__(self) -> int:
+        return int(self._array.shape[0]) if self._array.ndim else 0
+
+    def __getitem__(self, index: Any) -> np.ndarray[Any, Any]:
+        """A new array holding ``tensor[index]``; only those bytes of the file are read."""
+        return np.array(self._array[index])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
+        return np.array(self._array, dtype=dtype)
+
+
+class T7File:
+    """A ``.t7`` file opened for lazy, partial access. Use :func:`streamser.open`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        format: str | None = None,
+        referenced: bool = True,
+        *,
+        max_depth: int = Limits.max_depth,
+    ) -> None:
+        self.path = os.fspath(path)
+        with builtins.open(self.path, "rb") as fileobj:
+            buffer, start = buffer_of(fileobj, mmap=True)
+        limits = Limits(max_depth)
+        if format is None:
+            self.root, self.format = read_detected(
+                buffer, start, referenced=referenced, limits=limits
+            )
+        else:
+            self.format = get_format(format)
+            reader = GraphReader(
+                decoder_for(self.format, buffer, start), referenced=referenced, limits=limits
+            )
+            self.root = reader.read_object()
+        self._base = _address_of_buffer(buffer) if not self.format.ascii else None
+        self._closed = False
+
+    # --- access ---------------------------------------------------------------------------
+
+    def __getitem__(self, path: str | tuple[Any, ...]) -> Any:
+        """The value at a dotted path (``"model.modules.3.weight"``) or a tuple of keys."""
+        return self._lookup(path)
+
+    def get(self, *keys: Any, default: Any = None) -> Any:
+        """The value reached by following ``keys`` from the root; ``default`` if there is none.
+
+        A string key that is not found is also tried as a number, so ``"3"`` reaches the
+        third entry of a Lua list.
+        """
+        value = self._root()
+        for depth, key in enumerate(keys):
+            value = _child(value, key)
+            if value is _MISSING:
+                if default is _MISSING:
+                    where = ".".join(str(k) for k in keys[: depth + 1])
+                    raise KeyError(f"{where!r} is not in {self.path}")
+                return default
+        return value
+
+    def _lookup(self, path: str | tuple[Any, ...]) -> Any:
+        keys = _split(path) if isinstance(path, str) else tuple(path)
+        return self.get(*keys, default=_MISSING)
+
+    def keys(self) -> list[Any]:
+        root = self._root()
+        return list(root) if isinstance(root, Mapping) else []
+
+    def __contains__(self, path: object) -> bool:
+        if not isinstance(path, (str, tuple)):
+            return False
+        try:
+            self._lookup(path)
+        except KeyError:
+            return False
+        return True
+
+    def load(self, path: str | tuple[Any, ...] = (), *, copy: bool = False) -> Any:
+        """The subtree at ``path`` (the whole value by default).
+
+        Tensors stay views of the mapping unless ``copy`` is set; then the subtree's tensors
+        (and only those) are read into memory, and the result no longer depends on the file.
+        """
+        value = self[path] if path else self._root()
+        return _copied(value) if copy else value
+
+    def get_slice(self, path: str | tuple[Any, ...]) -> TensorSlice:
+        """A tensor whose rows can be read selectively: ``f.get_slice(p)[10:20]``."""
+        value = self[path]
+        if isinstance(value, Storage):
+            value = value.array
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{path!r} is a {type(value).__name__}, not a tensor")
+        return TensorSlice(value)
+
+    def tensors(self) -> list[TensorInfo]:
+        """Every tensor and standalone storage, with its path, type, shape and file offsets."""
+        return [self._info(path, item) for path, item in _arrays(self._root())]
+
+    def _info(self, path: str, item: Any) -> TensorInfo:
+        storage_typename = item.typename if isinstance(item, Storage) else None
+        array: np.ndarray[Any, Any] = item.array if isinstance(item, Storage) else item
+        root = root_of(array)
+        element = element_of(array.dtype)
+        cls = class_for_array(root, element, tensor=storage_typename is None)
+        base = self._base
+        located = base is not None and array.size > 0
+        return TensorInfo(
+            path=path,
+            typename=storage_typename or cls.typename,
+            shape=tuple(array.shape),
+            dtype=array.dtype,
+            nbytes=int(array.nbytes),
+            offset=address_of(array) - base if located and base is not None else None,
+            storage_offset=address_of(root) - base if located and base is not None else None,
+            storage_nbytes=int(root.nbytes),
+        )
+
+    # --- lifetime -------------------------------------------------------------------------
+
+    def _root(self) -> Any:
+        if self._closed:
+            raise StreamserError(f"{self.path} is closed")
+        return self.root
+
+    def close(self) -> None:
+        """Drop the handle's references; views already taken stay valid."""
+        self._closed = True
+        self.root = None
+
+    def __enter__(self) -> T7File:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self.format.name
+        return f"<streamser.T7File {self.path!r} ({state})>"
+
+
+def open(
+    path: str | os.PathLike[str],
+    format: str | None = None,
+    referenced: bool = True,
+    *,
+    max_depth: int = Limits.max_depth,
+) -> T7File:
+    """Open a ``.t7`` file for lazy, partial access (see :class:`T7File`)."""
+    return T7File(path, format, referenced, max_depth=max_depth)
+
+
+def _split(path: str) -> tuple[str, ...]:
+    return tuple(part for part in path.split(".") if part) if path else ()
+
+
+def _child(value: Any, key: Any) -> Any:
+    container = value.fields if isinstance(value, TorchObject) else value
+    if isinstance(container, (LuaTable, Mapping)):
+        if key in container:
+            return container[key]
+        if isinstance(key, str):
+            number = _as_number(key)
+            if number is not None and number in container:
+                return container[number]
+        return _MISSING
+    if isinstance(container, (list, tuple)) and isinstance(key, (int, str)):
+        index = _as_number(key) if isinstance(key, str) else key
+        if isinstance(index, int) and 1 <= index <= len(container):
+            return container[index - 1]  # Lua lists count from 1
+    return _MISSING
+
+
+def _as_number(text: str) -> int | float | None:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+
+def _arrays(value: Any) -> Iterator[tuple[str, Any]]:
+    for path, item, _depth, again in walk(value):
+        if not again and isinstance(item, (np.ndarray, Storage)):
+            yield path or "<root>", item
+
+
+def _copied(value: Any) -> Any:
+    """``value`` with every tensor read into memory; sharing between tensors is kept."""
+    if isinstance(value, np.ndarray):
+        return np.array(value)
+    # One copy of the subtree's bytes into a writable buffer; the reader's views of it keep
+    # every sharing between tensors.
+    return deserialize(bytearray().join(serialize_pieces(value)), format="binary")
+
+
+def _address_of_buffer(buffer: Any) -> int | None:
+    try:
+        return address_of(np.frombuffer(buffer, dtype=np.uint8, count=1))
+    except (TypeError, ValueError):
+        return None
+
+
+__all__ = ["T7File", "TensorInfo", "TensorSlice", "open"]

@@ -1,0 +1,129 @@
+"""The streaming writer: incremental tables, bounded memory, serialize's single copy."""
+
+from __future__ import annotations
+
+import gc
+import io
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import streamser
+from streamser import TableStream
+
+
+def _tensors(count: int, log: list[weakref.ref[Any]]) -> Iterator[tuple[str, np.ndarray[Any, Any]]]:
+    for i in range(count):
+        array = np.full(1000, i, dtype=np.float64)
+        log.append(weakref.ref(array))
+        yield f"t{i}", array
+
+
+def test_streamed_table_frees_each_tensor_after_writing(tmp_path: Path) -> None:
+    produced: list[weakref.ref[Any]] = []
+    alive_while_writing: list[int] = []
+
+    def items() -> Iterator[tuple[str, Any]]:
+        for name, array in _tensors(50, produced):
+            gc.collect()
+            alive_while_writing.append(sum(ref() is not None for ref in produced))
+            yield name, array
+
+    path = tmp_path / "s.t7"
+    streamser.save(path, {"tensors": TableStream(50, items()), "step": 3})
+    assert max(alive_while_writing) <= 2  # the one being written, and the new one
+    loaded = streamser.load(path)
+    assert loaded["step"] == 3
+    assert [float(loaded["tensors"][f"t{i}"][0]) for i in range(50)] == list(range(50))
+
+
+def test_writer_write_table_matches_a_plain_table() -> None:
+    values = {f"k{i}": np.arange(i + 1) for i in range(5)}
+    out = io.BytesIO()
+    with streamser.Writer(out) as writer:
+        writer.write_table(5, iter(values.items()))
+    assert out.getvalue() == streamser.serialize(values)
+
+
+def test_streamed_values_still_share_with_earlier_ones() -> None:
+    base = np.arange(10, dtype=np.float32)
+    value = {"base": base, "views": TableStream(2, iter([(1, base[2:4]), (2, base)]))}
+    loaded = streamser.deserialize(streamser.serialize(value))
+    assert loaded["views"][2] is loaded["base"]
+    assert np.shares_memory(loaded["views"][1], loaded["base"])
+
+
+@pytest.mark.parametrize(("declared", "actual"), [(3, 2), (2, 3)])
+def test_table_stream_counts_are_checked(tmp_path: Path, declared: int, actual: int) -> None:
+    path = tmp_path / "x.t7"
+    stream = TableStream(declared, ((i, i) for i in range(actual)))
+    with pytest.raises(streamser.UnsupportedValueError, match=f"declared {declared}"):
+        streamser.save(path, stream)
+    assert not path.exists()  # the failed save left nothing behind
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_table_stream_is_written_once() -> None:
+    stream = TableStream(1, [(1, 2)])
+    streamser.serialize(stream)
+    with pytest.raises(streamser.UnsupportedValueError, match="once"):
+        streamser.serialize(stream)
+
+
+def test_serialize_copies_tensor_data_once() -> None:
+    big = np.arange(1 << 20, dtype=np.float64)  # 8 MiB
+    pieces = streamser.api.serialize_pieces({"big": big})
+    views = [piece for piece in pieces if isinstance(piece, memoryview)]
+    assert any(np.shares_memory(np.frombuffer(view, np.uint8), big) for view in views)
+    assert b"".join(pieces) == streamser.serialize({"big": big})
+
+
+def test_memmap_source_is_streamed_in_chunks(tmp_path: Path) -> None:
+    source = np.memmap(tmp_path / "raw.bin", dtype=np.float32, mode="w+", shape=(3, 1 << 20))
+    source[:] = 1.5
+    path = tmp_path / "m.t7"
+    streamser.save(path, {"w": source, "row": source[1]})
+    loaded = streamser.load(path)
+    assert float(loaded["w"].sum()) == 1.5 * 3 * (1 << 20)
+    assert np.shares_memory(loaded["row"], loaded["w"])
+
+
+def _big_memmap(path: Path, mode: str) -> np.memmap[Any, Any]:
+    source = np.memmap(path, dtype=np.float32, mode="w+", shape=(5, 1 << 20))  # 20 MiB
+    source[:] = np.arange(5, dtype=np.float32)[:, None]
+    source.flush()
+    del source
+    return np.memmap(path, dtype=np.float32, mode=mode, shape=(5, 1 << 20))
+
+
+def test_shared_memmap_goes_through_the_kernel(tmp_path: Path, monkeypatch: Any) -> None:
+    calls: list[int] = []
+    real = streamser.sink.os.copy_file_range
+
+    def counting(*args: Any) -> int:
+        calls.append(args[2])
+        result: int = real(*args)
+        return result
+
+    monkeypatch.setattr(streamser.sink.os, "copy_file_range", counting)
+    source = _big_memmap(tmp_path / "raw.bin", "r+")
+    source[4, :3] = -1.0  # an edit still in the page cache: the kernel copy sees it
+    streamser.save(tmp_path / "k.t7", {"w": source})
+    assert calls  # the storage bytes went file to file
+    loaded = streamser.load(tmp_path / "k.t7")["w"]
+    assert loaded[4, :4].tolist() == [-1.0, -1.0, -1.0, 4.0]
+    assert loaded[:, 10].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_copy_on_write_memmap_is_written_from_memory(tmp_path: Path, monkeypatch: Any) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(streamser.sink.os, "copy_file_range", lambda *a: calls.append(1) or 0)
+    source = _big_memmap(tmp_path / "raw.bin", "c")
+    source[0, 0] = 42.0  # private to this process: the file still says 0
+    streamser.save(tmp_path / "c.t7", {"w": source})
+    assert calls == []
+    assert streamser.load(tmp_path / "c.t7")["w"][0, 0] == 42.0
