@@ -7,6 +7,7 @@ truncates a file that may be memory-mapped by an earlier ``load``).
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 from pathlib import Path
@@ -169,7 +170,7 @@ def save(
             writer.write_object(value)
         return
     path = Path(target)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+    temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with open(fd, "wb", buffering=0) as raw:
@@ -181,6 +182,35 @@ def save(
         temp.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+    remove_stale_temporaries(path)
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete temporaries of earlier saves to ``path`` whose process died (a kill mid-save).
+
+    Temporaries are named ``.<name>.<pid>-<random>.streamser-tmp``; one whose process is alive
+    belongs to a save still running and is left alone.
+    """
+    removed = []
+    prefix = f".{path.name}."
+    for candidate in path.parent.glob(f"{glob.escape(prefix)}*{TEMP_SUFFIX}"):
+        pid_text = candidate.name[len(prefix) : -len(TEMP_SUFFIX)].split("-", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's), or we cannot tell: keep its file
+    return True
 
 
 def _fsync_directory(folder: Path) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+_STRONG_ONLY: set[type] = {dict, list, tuple}  # types Python cannot reference weakly
+
 
 class IdentityMemo:
     """Maps live objects, by identity, to a value (an index, an address)."""
@@ -30,10 +32,12 @@ class IdentityMemo:
     def put(self, obj: Any, value: Any) -> None:
         key = id(obj)
         entries = self._entries
-        try:
-            holder: Any = weakref.ref(obj, lambda _ref: entries.pop(key, None))
-        except TypeError:
-            holder = obj  # not weakly referenceable: keep it alive so its id stays unique
+        holder: Any = obj  # not weakly referenceable: kept alive so that its id stays unique
+        if type(obj) not in _STRONG_ONLY:
+            try:
+                holder = weakref.ref(obj, lambda _ref: entries.pop(key, None))
+            except TypeError:
+                _STRONG_ONLY.add(type(obj))
         entries[key] = (holder, value)
 
     def __len__(self) -> int:

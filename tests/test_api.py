@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 from pathlib import Path
 
@@ -259,3 +260,24 @@ def test_non_native_and_zero_dim_arrays() -> None:
 def test_bad_format_names() -> None:
     with pytest.raises(ValueError, match="unknown format"):
         streamser.serialize(1, format="text")
+
+
+def test_stale_temporaries_of_killed_saves_are_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = tmp_path / f".m.t7.{dead.stdout.strip()}-abcd.streamser-tmp"
+    running = tmp_path / f".m.t7.{os.getpid()}-ef01.streamser-tmp"  # a save in progress
+    other = tmp_path / ".n.t7.1-0000.streamser-tmp"  # another target's
+    for path in (stale, running, other):
+        path.write_bytes(b"partial")
+    streamser.save(tmp_path / "m.t7", [1])
+    assert not stale.exists()
+    assert running.exists()
+    assert other.exists()
