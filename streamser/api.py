@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import secrets
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -121,22 +122,30 @@ def read_detected(
 
 
 def serialize(
-    value: Any, format: str = "binary", referenced: bool = True, *, compact: bool = False
+    value: Any,
+    format: str = "binary",
+    referenced: bool = True,
+    *,
+    compact: bool = False,
+    serial: str = "heavy",
+    hook: Callable[[Any], Any] | None = None,
+    cast: str | Mapping[str, str] | None = None,
 ) -> bytes:
     """The bytes ``save`` would write, as ``torch.serialize`` returns them.
 
     Records are gathered in bounded blocks and tensor data is referenced where it lies, then
     everything is joined once: each byte is copied into the result exactly one time.
     """
-    return b"".join(serialize_pieces(value, format, referenced, compact=compact))
+    options: dict[str, Any] = {"compact": compact, "serial": serial, "hook": hook, "cast": cast}
+    return b"".join(serialize_pieces(value, format, referenced, **options))
 
 
 def serialize_pieces(
-    value: Any, format: str = "binary", referenced: bool = True, *, compact: bool = False
+    value: Any, format: str = "binary", referenced: bool = True, **options: Any
 ) -> list[Any]:
     """The serialized bytes as a list of blocks and views of array memory, not yet joined."""
     pieces: list[Any] = []
-    writer = Writer(_PieceCollector(pieces), format, referenced=referenced, compact=compact)
+    writer = Writer(_PieceCollector(pieces), format, referenced=referenced, **options)
     writer.write_object(value)
     writer.flush()
     return pieces
@@ -156,17 +165,25 @@ def save(
     referenced: bool = True,
     *,
     compact: bool = False,
+    serial: str = "heavy",
+    hook: Callable[[Any], Any] | None = None,
+    cast: str | Mapping[str, str] | None = None,
 ) -> None:
     """Write ``value`` as a ``.t7`` file (``format``: binary, ascii, b32 or b64).
 
     A path is written atomically (temporary file, fsync, rename); on any error the old file is
     left as it was and the temporary file is removed. A file object is written in place.
-    ``compact=True`` writes every partial or strided view as its own storage instead of
-    writing the whole storage it views.
+
+    ``compact=True`` writes every partial or strided view as its own storage instead of the
+    whole storage it views. ``serial`` ("heavy", "medium", "light") strips nn modules as dpnn's
+    ``nn.Serial`` does; ``hook`` replaces values as they are written; ``cast`` writes tensors
+    as other classes ("cpu", "float32", or a mapping of class names). The caller's objects are
+    never changed.
     """
     get_format(format)
+    options: dict[str, Any] = {"compact": compact, "serial": serial, "hook": hook, "cast": cast}
     if not isinstance(target, (str, os.PathLike)):
-        with Writer(target, format, referenced=referenced, compact=compact) as writer:
+        with Writer(target, format, referenced=referenced, **options) as writer:
             writer.write_object(value)
         return
     path = Path(target)
@@ -174,7 +191,7 @@ def save(
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with open(fd, "wb", buffering=0) as raw:
-            with Writer(raw, format, referenced=referenced, compact=compact) as writer:
+            with Writer(raw, format, referenced=referenced, **options) as writer:
                 writer.write_object(value)
             os.fsync(raw.fileno())
         os.replace(temp, path)

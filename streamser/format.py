@@ -110,6 +110,10 @@ class ElementType:
         return self.ascii_format == ""
 
     @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
     def is_long(self) -> bool:
         return self.name == "Long"
 

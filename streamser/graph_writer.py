@@ -60,10 +60,21 @@ class _Frame:
 class GraphWriter:
     """Writes values through an encoder; indices and sharing persist across calls."""
 
-    def __init__(self, encoder: Encoder, *, referenced: bool = True, compact: bool = False):
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        referenced: bool = True,
+        compact: bool = False,
+        hook: Callable[[Any], Any] | None = None,
+        cast: Callable[[TorchClass], TorchClass] | None = None,
+    ):
         self.encoder = encoder
         self.referenced = referenced
         self.compact = compact
+        self.hook = hook  # value -> the value to write in its place (memo stays on the original)
+        self.cast = cast  # tensor/storage class -> the class to write it as
+        self._original: Any = None  # the value before the hook, which keys the memo
         self.count = 0  # last index handed out
         self._memo = IdentityMemo()  # tables, objects, functions, tensors -> index
         self._storages = IdentityMemo()  # storage root arrays -> index
@@ -115,6 +126,9 @@ class GraphWriter:
             self._write_value(child[1])
 
     def _write_value(self, value: Any) -> None:
+        self._original = value
+        if self.hook is not None:
+            value = self.hook(value)
         handler = self._dispatch.get(type(value))
         if handler is None:
             handler = self._handler_for(value)
@@ -179,7 +193,8 @@ class GraphWriter:
         return True
 
     def _push(self, obj: Any, children: _Children) -> None:
-        key = id(obj)
+        """Start writing ``obj``'s children (cycles are tracked on the value before the hook)."""
+        key = id(self._original)
         if not self.referenced:
             if key in self._active:
                 raise UnsupportedValueError(
@@ -230,7 +245,7 @@ class GraphWriter:
         self.encoder.write_string(bytes(value))
 
     def _write_table(self, obj: Any, count: int, children: _Children) -> None:
-        if self._begin(TAG_TABLE, obj, self._memo):
+        if self._begin(TAG_TABLE, self._original, self._memo):
             self.encoder.write_int(count)
             if count:
                 self._push(obj, children)
@@ -259,7 +274,7 @@ class GraphWriter:
         self.encoder.write_encoded(header)
 
     def _write_torch_object(self, value: TorchObject) -> None:
-        if self._begin(TAG_TORCH, value, self._memo):
+        if self._begin(TAG_TORCH, self._original, self._memo):
             self._write_class_header(value.typename, value.version)
             self._push(value, iter(((None, value.fields),)))
 
@@ -267,7 +282,7 @@ class GraphWriter:
         encoder = self.encoder
         if value.tag == TAG_FUNCTION_LEGACY:
             encoder.write_int(value.tag)  # legacy functions carry no index
-        elif not self._begin(value.tag, value, self._memo):
+        elif not self._begin(value.tag, self._original, self._memo):
             return
         encoder.write_string(value.bytecode)
         self._push(value, iter((("<upvalues>", value.upvalues),)))
@@ -277,14 +292,15 @@ class GraphWriter:
             layout = layout_of(value, compact=self.compact, addresses=self._addresses)
         except UnsupportedValueError as exc:
             raise UnsupportedValueError(exc.message, self.path()) from None
-        if not self._begin(TAG_TORCH, value, self._memo):
+        if not self._begin(TAG_TORCH, self._original, self._memo):
             return
-        self._write_class_header(layout.cls.typename, 1)
+        cls = layout.cls if self.cast is None else self.cast(layout.cls)
+        self._write_class_header(cls.typename, 1)
         self.encoder.write_geometry(layout.sizes, layout.strides, layout.offset)
         if layout.storage_data is None:
             self.encoder.write_int(TAG_NIL)
         else:
-            storage_class = CLASSES[layout.cls.storage_typename]
+            storage_class = CLASSES[cls.storage_typename]
             self._write_storage(layout.storage_key, layout.storage_data, storage_class)
 
     def _write_storage_value(self, value: Storage) -> None:
@@ -297,7 +313,10 @@ class GraphWriter:
             element_of(array.dtype)
         except UnsupportedValueError as exc:
             raise UnsupportedValueError(exc.message, self.path()) from None
-        self._write_storage(root if whole else array, array, CLASSES[value.typename])
+        cls = CLASSES[value.typename]
+        if self.cast is not None:
+            cls = self.cast(cls)
+        self._write_storage(root if whole else array, array, cls)
 
     def _write_storage(self, key: Any, data: Array, cls: TorchClass) -> None:
         if self._begin(TAG_TORCH, key, self._storages):

@@ -11,16 +11,18 @@ import io
 import mmap as _mmap
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
+from .cast import resolve_cast, retype_hook
 from .codecs import decoder_for, encoder_for
 from .errors import TruncatedError
 from .format import FORMATS, Format, get_format
 from .graph_reader import GraphReader, Limits, decode_string
 from .graph_writer import GraphWriter
+from .serial import serial_hook
 from .sink import Sink, WriteTarget, raw_fd, writer_for
 from .values import TableStream
 
@@ -91,6 +93,20 @@ def buffer_of(source: Any, *, mmap: bool = True) -> tuple[Any, int]:
         raise TypeError("expected a binary file object (opened with 'rb')")
     # Offsets are then relative to ``start``: prepend nothing, but remember where we began.
     return bytes(data), -start
+
+
+def _chain(*hooks: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """The given hooks applied in order, as one hook (None when there are none)."""
+    steps = [hook for hook in hooks if hook is not None]
+    if len(steps) <= 1:
+        return steps[0] if steps else None
+
+    def chained(value: Any) -> Any:
+        for step in steps:
+            value = step(value)
+        return value
+
+    return chained
 
 
 def _seekable(fileobj: Any) -> bool:
@@ -182,7 +198,11 @@ class Writer:
     """Writes values one after another to a binary file object.
 
     Small records are gathered in a bounded buffer; call :meth:`flush` (or use the writer as a
-    context manager) to push them to the file.
+    context manager) to push them to the file. ``serial`` ("heavy", "medium", "light") strips nn
+    modules while writing (see :mod:`streamser.serial`); ``hook(value)`` may return a value to
+    write in place of ``value`` (sharing stays keyed on the original, as in Torch7's
+    ``writeObject``); ``cast`` writes tensors as other classes (see
+    :func:`streamser.cast.resolve_cast`). None of them changes the caller's objects.
     """
 
     def __init__(
@@ -192,13 +212,24 @@ class Writer:
         *,
         referenced: bool = True,
         compact: bool = False,
+        serial: str = "heavy",
+        hook: Callable[[Any], Any] | None = None,
+        cast: str | Mapping[str, str] | None = None,
         buffer_size: int = 1 << 20,
     ) -> None:
         self.format: Format = get_format(format)
         self._file = fileobj
         self._sink = Sink(writer_for(fileobj), buffer_size, raw_fd(fileobj))
         self._encoder = encoder_for(self.format, self._sink)
-        self._graph = GraphWriter(self._encoder, referenced=referenced, compact=compact)
+        class_cast = resolve_cast(cast)
+        retype = retype_hook(class_cast) if class_cast is not None else None
+        self._graph = GraphWriter(
+            self._encoder,
+            referenced=referenced,
+            compact=compact,
+            hook=_chain(hook, serial_hook(serial), retype),
+            cast=class_cast,
+        )
 
     @property
     def bytes_written(self) -> int:

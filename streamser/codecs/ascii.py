@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cast import convert_chunk
 from ..errors import FormatError, TruncatedError
 from ..format import ElementType
 from ..sink import Sink
@@ -264,6 +265,8 @@ class AsciiEncoder:
                 self.sink.write_large(byte_view(chunk))
         else:
             for index, chunk in enumerate(iter_chunks(data, _FORMAT_CHUNK * data.itemsize)):
+                if (chunk.dtype.kind, chunk.itemsize) != (element.dtype.kind, element.itemsize):
+                    chunk = convert_chunk(chunk, element.dtype)  # a cast: print the new type
                 if index:
                     self.sink.write(b" ")
                 self.sink.write(_format_chunk(element, chunk).encode("ascii"))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cast import convert_chunk
 from ..errors import FormatError, TruncatedError, UnsupportedValueError
 from ..format import INT32_MAX, INT32_MIN, ElementType
 from ..sink import Sink
@@ -253,6 +254,6 @@ class BinaryEncoder:
                 copied = self.sink.copy_from_file(region[0], region[1], data.nbytes)
                 data = data.reshape(-1)[copied // data.itemsize :]
         for chunk in iter_chunks(data, CHUNK_BYTES):
-            if chunk.dtype != dtype:
-                chunk = chunk.astype(dtype)  # byte order, or b32 Longs keeping their low 32 bits
+            if chunk.dtype != dtype:  # byte order, a cast, or b32 Longs keeping their low 32 bits
+                chunk = convert_chunk(chunk, dtype)
             self.sink.write_large(byte_view(chunk))

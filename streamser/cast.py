@@ -1,0 +1,123 @@
+"""Casts applied while writing: tensors and storages written as another Torch class.
+
+A cast changes only the class a tensor is written as; its data is converted chunk by chunk as
+it streams out, so a model is never copied whole into another type. The commonest use: a
+checkpoint of ``torch.CudaTensor`` written as ``torch.FloatTensor`` so that a CPU-only Torch (or
+OpenCV) can read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .format import CLASSES, CPU_STORAGE, CPU_TENSOR, ELEMENT_BY_DTYPE, TorchClass
+from .values import LuaTable, TorchObject
+
+Cast = Callable[[TorchClass], TorchClass]
+_HALF_NAN = np.uint16(0x7FFF)  # Torch7's float-to-half conversion turns every NaN into this
+
+
+def resolve_cast(spec: str | Mapping[str, str] | None) -> Cast | None:
+    """A class mapping from ``spec``.
+
+    * ``"cpu"``: every CUDA class to its CPU twin (``torch.CudaTensor`` -> ``torch.FloatTensor``);
+    * a floating numpy type (``"float32"``, ``"float16"``, ``"float64"``): every floating class
+      to that type, CUDA classes staying CUDA; several specs join with ``+``, e.g.
+      ``"cpu+float32"``;
+    * a mapping of class names (``{"torch.DoubleTensor": "torch.FloatTensor"}``); storages
+      follow their tensors, and a mapping of storage names works too.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, Mapping):
+        return _mapping_cast(spec)
+    steps = [_named_cast(part.strip()) for part in spec.split("+")]
+
+    def combined(cls: TorchClass) -> TorchClass:
+        for step in steps:
+            cls = step(cls)
+        return cls
+
+    return combined
+
+
+def _named_cast(name: str) -> Cast:
+    if name == "cpu":
+        return _to_cpu
+    try:
+        dtype = np.dtype(name)
+    except TypeError:
+        dtype = None
+    element = ELEMENT_BY_DTYPE.get((dtype.kind, dtype.itemsize)) if dtype is not None else None
+    if dtype is None or dtype.kind != "f" or element is None:
+        raise ValueError(
+            f"unknown cast {name!r}: use 'cpu', a floating type such as 'float32', "
+            "or a mapping of class names"
+        )
+
+    def to_element(cls: TorchClass) -> TorchClass:
+        if cls.element.dtype.kind != "f":
+            return cls
+        prefix = "torch.Cuda" if cls.is_cuda else "torch."
+        middle = "" if cls.is_cuda and element.name == "Float" else element.name
+        suffix = "Tensor" if cls.is_tensor else "Storage"
+        return CLASSES[prefix + middle + suffix]
+
+    return to_element
+
+
+def _to_cpu(cls: TorchClass) -> TorchClass:
+    if not cls.is_cuda:
+        return cls
+    return (CPU_TENSOR if cls.is_tensor else CPU_STORAGE)[cls.element.name]
+
+
+def _mapping_cast(mapping: Mapping[str, str]) -> Cast:
+    table: dict[str, TorchClass] = {}
+    for source, target in mapping.items():
+        if source not in CLASSES or target not in CLASSES:
+            unknown = source if source not in CLASSES else target
+            raise ValueError(f"unknown tensor or storage class {unknown!r} in cast")
+        src, dst = CLASSES[source], CLASSES[target]
+        if src.is_tensor != dst.is_tensor:
+            raise ValueError(f"cannot cast {source} to {target}: one is a storage")
+        table[src.tensor_typename] = CLASSES[dst.tensor_typename]
+        table[src.storage_typename] = CLASSES[dst.storage_typename]
+
+    def mapped(cls: TorchClass) -> TorchClass:
+        return table.get(cls.typename, cls)
+
+    return mapped
+
+
+def retype_hook(cast: Cast) -> Callable[[Any], Any]:
+    """A write hook renaming modules' ``_type`` field along with their tensors' classes.
+
+    ``module:float()`` in Torch sets ``_type = 'torch.FloatTensor'``; a cast does the same to
+    the copy it writes, so the file's modules describe the tensors they hold.
+    """
+
+    def retype(value: Any) -> Any:
+        if not isinstance(value, TorchObject) or not isinstance(value.fields, Mapping):
+            return value
+        name = value.fields.get("_type")
+        cls = CLASSES.get(name) if isinstance(name, str) else None
+        if cls is None or cast(cls) is cls:
+            return value
+        fields = LuaTable(value.fields.items())
+        fields["_type"] = cast(cls).typename
+        return TorchObject(value.typename, fields, value.version)
+
+    return retype
+
+
+def convert_chunk(chunk: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """``chunk`` in ``dtype``, as Torch7 converts: wrapping integers, NaN halves as 0x7fff."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = chunk.astype(dtype)
+    if dtype.kind == "f" and dtype.itemsize == 2 and chunk.dtype.kind == "f":
+        converted.view(np.uint16)[np.isnan(chunk)] = _HALF_NAN
+    return converted
