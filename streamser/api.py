@@ -11,6 +11,7 @@ import glob
 import os
 import secrets
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -54,8 +55,7 @@ def _load_fileobj(
         ).read_object()
     buffer, start = buffer_of(fileobj, mmap=mmap)
     start = max(start, 0)
-    value, _fmt = read_detected(buffer, start, referenced=referenced, limits=Limits(max_depth))
-    return value
+    return read_detected(buffer, start, referenced=referenced, limits=Limits(max_depth)).value
 
 
 def deserialize(
@@ -71,15 +71,33 @@ def deserialize(
     """
     limits = Limits(max_depth)
     if format is None:
-        return read_detected(data, 0, referenced=referenced, limits=limits)[0]
-    fmt = get_format(format)
-    buffer = bytes(data) if fmt.ascii and not isinstance(data, bytes) else data
-    return GraphReader(decoder_for(fmt, buffer), referenced=referenced, limits=limits).read_object()
+        return read_detected(data, 0, referenced=referenced, limits=limits).value
+    return read_one(data, 0, get_format(format), referenced=referenced, limits=limits).value
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One value read from a buffer: the value, the format it was read in, where it ended."""
+
+    value: Any
+    format: Format
+    end: int
+
+
+def read_one(
+    buffer: Any, start: int, fmt: Format, *, referenced: bool = True, limits: Limits | None = None
+) -> Reading:
+    """Read one value in a known format."""
+    if fmt.ascii and isinstance(buffer, (memoryview, bytearray)):
+        buffer = bytes(buffer)  # the ascii scanner needs find() and regular expressions
+    decoder = decoder_for(fmt, buffer, start)
+    value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
+    return Reading(value, fmt, decoder.pos)
 
 
 def read_detected(
     buffer: Any, start: int, *, referenced: bool = True, limits: Limits | None = None
-) -> tuple[Any, Format]:
+) -> Reading:
     """Read one value, telling ascii, binary (8-byte long) and b32 (4-byte long) apart.
 
     Ascii starts with a printed digit. For binary input both long sizes are tried; a reading
@@ -87,12 +105,8 @@ def read_detected(
     same either way. If both readings succeed and neither is exact, the input is ambiguous.
     """
     if sniff_ascii(buffer, start):
-        fmt = FORMATS["ascii"]
-        if isinstance(buffer, (memoryview, bytearray)):
-            buffer = bytes(buffer)
-        decoder = decoder_for(fmt, buffer, start)
-        return GraphReader(decoder, referenced=referenced, limits=limits).read_object(), fmt
-    readings: dict[str, tuple[Any, int]] = {}  # format name -> (value, bytes left unread)
+        return read_one(buffer, start, FORMATS["ascii"], referenced=referenced, limits=limits)
+    readings: dict[str, Reading] = {}
     failures: dict[str, FormatError] = {}
     for fmt in (FORMATS["binary"], FORMATS["b32"]):
         decoder = BinaryDecoder(buffer, fmt.long_size, start)
@@ -101,17 +115,18 @@ def read_detected(
         except FormatError as exc:
             failures[fmt.name] = exc
             continue
+        reading = Reading(value, fmt, decoder.pos)
         if decoder.longs_read == 0 or decoder.remaining() == 0:
-            return value, fmt  # explains every byte, or long size never mattered
-        readings[fmt.name] = (value, decoder.pos)
+            return reading  # explains every byte, or long size never mattered
+        readings[fmt.name] = reading
     if "binary" in readings and "b32" in readings:
         raise AmbiguousFormatError(
             "the input reads both as binary (8-byte longs) and as b32 (4-byte longs), each "
             "leaving bytes unread; pass format='binary' or format='b32'",
-            readings["binary"][1],
+            readings["binary"].end,
         )
     if "binary" in readings:  # Torch's own layout followed by more data, as torch.load allows
-        return readings["binary"][0], FORMATS["binary"]
+        return readings["binary"]
     # A damaged binary file must not pass for a b32 one that stops early: report binary's error.
     error = failures["binary"]
     if "b32" in readings:

@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .api import deserialize, read_detected, serialize_pieces
-from .codecs import decoder_for
+from .api import deserialize, read_detected, read_one, serialize_pieces
 from .errors import StreamserError
-from .format import get_format
-from .graph_reader import GraphReader, Limits
+from .format import Format, get_format
+from .graph_reader import Limits
 from .streams import buffer_of
 from .tensors import address_of, class_for_array, element_of, root_of
 from .values import LuaTable, Storage, TorchObject
@@ -91,15 +90,15 @@ class T7File:
             buffer, start = buffer_of(fileobj, mmap=True)
         limits = Limits(max_depth)
         if format is None:
-            self.root, self.format = read_detected(
-                buffer, start, referenced=referenced, limits=limits
-            )
+            reading = read_detected(buffer, start, referenced=referenced, limits=limits)
         else:
-            self.format = get_format(format)
-            reader = GraphReader(
-                decoder_for(self.format, buffer, start), referenced=referenced, limits=limits
+            reading = read_one(
+                buffer, start, get_format(format), referenced=referenced, limits=limits
             )
-            self.root = reader.read_object()
+        self.root: Any = reading.value
+        self.format: Format = reading.format
+        self.end = reading.end  # where the value ends; a file may hold more after it
+        self.size = len(buffer)
         self._base = _address_of_buffer(buffer) if not self.format.ascii else None
         self._closed = False
 
