@@ -146,6 +146,9 @@ def _convert(args: argparse.Namespace) -> int:
             serial=args.serial,
             cast=args.cast,
             hook=progress.hook,
+            compress=args.compress,
+            level=args.level,
+            threads=args.threads,
         )
         progress.close()
     before, after = Path(args.input).stat().st_size, Path(args.output).stat().st_size
@@ -260,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--input-format", choices=formats)
     convert.add_argument("--serial", choices=["heavy", "medium", "light"], default="heavy")
     convert.add_argument("--cast", help="'cpu', 'float32', 'float16', ... or 'cpu+float32'")
+    convert.add_argument("--compress", choices=["zstd"], help="seekable zstd around the file")
+    convert.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
+    convert.add_argument("--threads", type=int, default=1, help="frames compressed at once")
     convert.add_argument("--quiet", action="store_true", help="no progress report")
     convert.set_defaults(run=_convert)
 

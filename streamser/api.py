@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .codecs import BinaryDecoder, decoder_for
+from .compression import SeekableZstdWriter, decompress, is_zstd
 from .errors import AmbiguousFormatError, FormatError
 from .format import FORMATS, Format, get_format
 from .graph_reader import GraphReader, Limits
-from .streams import Reader, Writer, buffer_of, sniff_ascii
+from .sink import writer_for
+from .streams import Writer, buffer_of, sniff_ascii
 
 PathLike = str | os.PathLike[str]
 TEMP_SUFFIX = ".streamser-tmp"
@@ -32,30 +34,23 @@ def load(
     *,
     mmap: bool = True,
     max_depth: int = Limits.max_depth,
+    max_decompressed: int = Limits.max_decompressed,
 ) -> Any:
     """Read one value from a ``.t7`` file (a path or a binary file object).
 
     ``format`` is ``"binary"``, ``"b64"``, ``"b32"`` or ``"ascii"``; None detects it. With
     ``mmap`` (the default) tensors of binary files are copy-on-write views of a mapping of the
     file: nothing of their data is read until touched, and writing to them never changes the
-    file. ``mmap=False`` reads the file into memory.
+    file. ``mmap=False`` reads the file into memory. zstd-compressed files are recognised by
+    their magic number and decompressed (into memory, at most ``max_decompressed`` bytes).
     """
+    limits = Limits(max_depth, max_decompressed)
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as fileobj:
-            return _load_fileobj(fileobj, format, referenced, mmap, max_depth)
-    return _load_fileobj(source, format, referenced, mmap, max_depth)
-
-
-def _load_fileobj(
-    fileobj: BinaryIO, format: str | None, referenced: bool, mmap: bool, max_depth: int
-) -> Any:
-    if format is not None:
-        return Reader(
-            fileobj, format, referenced=referenced, mmap=mmap, max_depth=max_depth
-        ).read_object()
-    buffer, start = buffer_of(fileobj, mmap=mmap)
-    start = max(start, 0)
-    return read_detected(buffer, start, referenced=referenced, limits=Limits(max_depth)).value
+            buffer, start = buffer_of(fileobj, mmap=mmap)
+    else:
+        buffer, start = buffer_of(source, mmap=mmap)
+    return read_buffer(buffer, max(start, 0), format, referenced=referenced, limits=limits).value
 
 
 def deserialize(
@@ -64,15 +59,27 @@ def deserialize(
     referenced: bool = True,
     *,
     max_depth: int = Limits.max_depth,
+    max_decompressed: int = Limits.max_decompressed,
 ) -> Any:
     """Read one value from the bytes ``serialize`` (or ``torch.serialize``) produced.
 
-    Binary tensors are zero-copy views of ``data`` (read-only when ``data`` is ``bytes``).
+    Binary tensors are zero-copy views of ``data`` (read-only when ``data`` is ``bytes``);
+    zstd-compressed data is recognised by its magic number.
     """
-    limits = Limits(max_depth)
+    limits = Limits(max_depth, max_decompressed)
+    return read_buffer(data, 0, format, referenced=referenced, limits=limits).value
+
+
+def read_buffer(
+    buffer: Any, start: int, format: str | None, *, referenced: bool, limits: Limits
+) -> Reading:
+    """One value from ``buffer``: unwrapped from zstd if compressed, then read or detected."""
+    if is_zstd(buffer, start):
+        buffer = decompress(memoryview(buffer)[start:], max_size=limits.max_decompressed)
+        start = 0
     if format is None:
-        return read_detected(data, 0, referenced=referenced, limits=limits).value
-    return read_one(data, 0, get_format(format), referenced=referenced, limits=limits).value
+        return read_detected(buffer, start, referenced=referenced, limits=limits)
+    return read_one(buffer, start, get_format(format), referenced=referenced, limits=limits)
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,7 @@ class Reading:
     value: Any
     format: Format
     end: int
+    buffer: Any  # what was read: the input, or its decompressed contents
 
 
 def read_one(
@@ -92,7 +100,7 @@ def read_one(
         buffer = bytes(buffer)  # the ascii scanner needs find() and regular expressions
     decoder = decoder_for(fmt, buffer, start)
     value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
-    return Reading(value, fmt, decoder.pos)
+    return Reading(value, fmt, decoder.pos, buffer)
 
 
 def read_detected(
@@ -115,7 +123,7 @@ def read_detected(
         except FormatError as exc:
             failures[fmt.name] = exc
             continue
-        reading = Reading(value, fmt, decoder.pos)
+        reading = Reading(value, fmt, decoder.pos, buffer)
         if decoder.longs_read == 0 or decoder.remaining() == 0:
             return reading  # explains every byte, or long size never mattered
         readings[fmt.name] = reading
@@ -145,6 +153,9 @@ def serialize(
     serial: str = "heavy",
     hook: Callable[[Any], Any] | None = None,
     cast: str | Mapping[str, str] | None = None,
+    compress: str | None = None,
+    level: int = 3,
+    threads: int = 1,
 ) -> bytes:
     """The bytes ``save`` would write, as ``torch.serialize`` returns them.
 
@@ -152,7 +163,12 @@ def serialize(
     everything is joined once: each byte is copied into the result exactly one time.
     """
     options: dict[str, Any] = {"compact": compact, "serial": serial, "hook": hook, "cast": cast}
-    return b"".join(serialize_pieces(value, format, referenced, **options))
+    if compress is None:
+        return b"".join(serialize_pieces(value, format, referenced, **options))
+    pieces: list[Any] = []
+    compressor = _compressor(compress, pieces.append, level, threads)
+    _write_through(compressor, value, format, referenced, options)
+    return b"".join(pieces)
 
 
 def serialize_pieces(
@@ -183,6 +199,9 @@ def save(
     serial: str = "heavy",
     hook: Callable[[Any], Any] | None = None,
     cast: str | Mapping[str, str] | None = None,
+    compress: str | None = None,
+    level: int = 3,
+    threads: int = 1,
 ) -> None:
     """Write ``value`` as a ``.t7`` file (``format``: binary, ascii, b32 or b64).
 
@@ -193,21 +212,26 @@ def save(
     whole storage it views. ``serial`` ("heavy", "medium", "light") strips nn modules as dpnn's
     ``nn.Serial`` does; ``hook`` replaces values as they are written; ``cast`` writes tensors
     as other classes ("cpu", "float32", or a mapping of class names). The caller's objects are
-    never changed.
+    never changed. ``compress="zstd"`` wraps the exact bytes in the seekable zstd format
+    (``level``; ``threads`` frames compressed at once); ``zstd -d`` restores the plain file.
     """
     get_format(format)
     options: dict[str, Any] = {"compact": compact, "serial": serial, "hook": hook, "cast": cast}
     if not isinstance(target, (str, os.PathLike)):
-        with Writer(target, format, referenced=referenced, **options) as writer:
-            writer.write_object(value)
+        sink: Any = target
+        if compress is not None:
+            sink = _compressor(compress, writer_for(target), level, threads)
+        _write_through(sink, value, format, referenced, options)
         return
     path = Path(target)
     temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with open(fd, "wb", buffering=0) as raw:
-            with Writer(raw, format, referenced=referenced, **options) as writer:
-                writer.write_object(value)
+            sink = raw
+            if compress is not None:
+                sink = _compressor(compress, writer_for(raw), level, threads)
+            _write_through(sink, value, format, referenced, options)
             os.fsync(raw.fileno())
         os.replace(temp, path)
     except BaseException:
@@ -215,6 +239,29 @@ def save(
         raise
     _fsync_directory(path.parent)
     remove_stale_temporaries(path)
+
+
+def _compressor(
+    compress: str, write: Callable[[Any], object], level: int, threads: int
+) -> SeekableZstdWriter:
+    if compress != "zstd":
+        raise ValueError(f"compress must be None or 'zstd', not {compress!r}")
+    return SeekableZstdWriter(write, level=level, threads=threads)
+
+
+def _write_through(
+    target: Any, value: Any, format: str, referenced: bool, options: dict[str, Any]
+) -> None:
+    """Write ``value`` to ``target``; a compressor is closed (seek table) only on success."""
+    try:
+        with Writer(target, format, referenced=referenced, **options) as writer:
+            writer.write_object(value)
+    except BaseException:
+        if isinstance(target, SeekableZstdWriter):
+            target.abort()
+        raise
+    if isinstance(target, SeekableZstdWriter):
+        target.close()
 
 
 def remove_stale_temporaries(path: Path) -> list[Path]:

@@ -55,6 +55,7 @@ class Limits:
     """Bounds on what one read may build. Lengths are also checked against the bytes left."""
 
     max_depth: int = 100_000  # nested tables / objects / functions
+    max_decompressed: int = 64 << 30  # bytes a zstd-compressed input may expand to
 
 
 def decode_string(raw: bytes) -> str | bytes:

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .api import deserialize, read_detected, read_one, serialize_pieces
+from .api import deserialize, read_buffer, serialize_pieces
 from .errors import StreamserError
-from .format import Format, get_format
+from .format import Format
 from .graph_reader import Limits
 from .streams import buffer_of
 from .tensors import address_of, class_for_array, element_of, root_of
@@ -84,22 +84,19 @@ class T7File:
         referenced: bool = True,
         *,
         max_depth: int = Limits.max_depth,
+        max_decompressed: int = Limits.max_decompressed,
     ) -> None:
         self.path = os.fspath(path)
         with builtins.open(self.path, "rb") as fileobj:
             buffer, start = buffer_of(fileobj, mmap=True)
-        limits = Limits(max_depth)
-        if format is None:
-            reading = read_detected(buffer, start, referenced=referenced, limits=limits)
-        else:
-            reading = read_one(
-                buffer, start, get_format(format), referenced=referenced, limits=limits
-            )
+        limits = Limits(max_depth, max_decompressed)
+        reading = read_buffer(buffer, start, format, referenced=referenced, limits=limits)
         self.root: Any = reading.value
         self.format: Format = reading.format
+        self.compressed = reading.buffer is not buffer  # offsets are then in the plain stream
         self.end = reading.end  # where the value ends; a file may hold more after it
-        self.size = len(buffer)
-        self._base = _address_of_buffer(buffer) if not self.format.ascii else None
+        self.size = len(reading.buffer)
+        self._base = None if self.format.ascii else _address_of_buffer(reading.buffer)
         self._closed = False
 
     # --- access ---------------------------------------------------------------------------
@@ -211,9 +208,10 @@ def open(
     referenced: bool = True,
     *,
     max_depth: int = Limits.max_depth,
+    max_decompressed: int = Limits.max_decompressed,
 ) -> T7File:
     """Open a ``.t7`` file for lazy, partial access (see :class:`T7File`)."""
-    return T7File(path, format, referenced, max_depth=max_depth)
+    return T7File(path, format, referenced, max_depth=max_depth, max_decompressed=max_decompressed)
 
 
 def _split(path: str) -> tuple[str, ...]:
