@@ -113,7 +113,9 @@ class GraphWriter:
         stack.clear()
         self._active.clear()
         self._write_value(value)
+        settle = self.encoder.settle
         while stack:
+            settle()
             frame = stack[-1]
             child = next(frame.children, None)
             if child is None:

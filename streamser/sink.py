@@ -4,6 +4,11 @@ Records of the object stream are tiny (a 4-byte tag, a short class name) and wou
 system call each; storages can be gigabytes and must never be copied whole. The sink gathers
 small writes up to ``target`` bytes and hands large ones to the target as the memoryviews they
 are, so memory stays bounded by ``target`` whatever the size of the output.
+
+Encoders append their records to :attr:`Sink.buffer` directly (a method call per 4-byte int
+would cost more than the int), and whoever drives them calls :meth:`Sink.settle` once per
+value, which drains the buffer when it has reached ``target``. Between two settles the buffer
+grows by one value's records at most; large payloads never enter it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ class Sink:
     back (an unbuffered file), which enables :meth:`copy_from_file`.
     """
 
-    __slots__ = ("_buffer", "_fd", "_target", "_write", "written")
+    __slots__ = ("_drained", "_fd", "_target", "_write", "buffer")
 
     def __init__(
         self, write: Callable[[Any], object], target: int = DEFAULT_TARGET, fd: int | None = None
@@ -32,23 +37,32 @@ class Sink:
         self._write = write
         self._target = target
         self._fd = fd
-        self._buffer = bytearray()
-        self.written = 0  # bytes accepted so far, buffered or not
+        self.buffer = bytearray()  # appended to by encoders; the same object for the sink's life
+        self._drained = 0  # bytes handed to the target so far
+
+    @property
+    def written(self) -> int:
+        """Bytes accepted so far, buffered or not."""
+        return self._drained + len(self.buffer)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._buffer += data
-        self.written += len(data)
-        if len(self._buffer) >= self._target:
+        self.buffer += data
+        if len(self.buffer) >= self._target:
+            self.drain()
+
+    def settle(self) -> None:
+        """Drain the buffer if it has reached its target size."""
+        if len(self.buffer) >= self._target:
             self.drain()
 
     def write_large(self, data: memoryview) -> None:
         """Write a payload without copying it into the buffer when it is large."""
         if data.nbytes < DIRECT_THRESHOLD:
-            self.write(data)
+            self.buffer += data
             return
         self.drain()
         self._write(data)
-        self.written += data.nbytes
+        self._drained += data.nbytes
 
     def copy_from_file(self, path: str, offset: int, count: int) -> int:
         """Copy ``count`` bytes of the file at ``path`` from ``offset`` inside the kernel.
@@ -74,13 +88,15 @@ class Sink:
             pass  # e.g. EXDEV or EINVAL on older kernels: the caller writes what is left
         finally:
             os.close(source)
-        self.written += copied
+        self._drained += copied
         return copied
 
     def drain(self) -> None:
-        if self._buffer:
-            self._write(self._buffer)
-            self._buffer = bytearray()
+        buffer = self.buffer
+        if buffer:
+            self._write(bytes(buffer))  # a copy, so the target may keep it: the buffer is reused
+            self._drained += len(buffer)
+            buffer.clear()
 
 
 class WriteTarget(Protocol):

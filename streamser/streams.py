@@ -249,20 +249,25 @@ class Writer:
 
     def write_int(self, value: int) -> None:
         self._encoder.write_int(int(value))
+        self._encoder.settle()
 
     def write_long(self, value: int) -> None:
         self._encoder.write_long(int(value))
+        self._encoder.settle()
 
     def write_double(self, value: float) -> None:
         self._encoder.write_double(float(value))
+        self._encoder.settle()
 
     def write_bool(self, value: bool) -> None:
         self._encoder.write_int(1 if value else 0)
+        self._encoder.settle()
 
     def write_string(self, value: str | bytes) -> None:
         data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
         self._encoder.write_int(len(data))
         self._encoder.write_raw(data)
+        self._encoder.settle()
 
     def flush(self) -> None:
         self._sink.drain()

@@ -221,6 +221,9 @@ class AsciiEncoder:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
 
+    def settle(self) -> None:
+        self.sink.settle()
+
     def write_int(self, value: int) -> None:
         self.sink.write(b"%d\n" % value)
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..cast import convert_chunk
 from ..errors import FormatError, TruncatedError, UnsupportedValueError
 from ..format import INT32_MAX, INT32_MIN, ElementType
-from ..sink import Sink
+from ..sink import DIRECT_THRESHOLD, Sink
 from ..tensors import byte_view, file_region, iter_chunks
 
 _INT = struct.Struct("<i")
@@ -179,6 +179,7 @@ class BinaryEncoder:
 
     def __init__(self, sink: Sink, long_size: int = 8) -> None:
         self.sink = sink
+        self._buffer = sink.buffer  # records are appended here; the writer settles the sink
         self.long_size = long_size
         self._long = _LONG[long_size]
         self._long_min = -(2 ** (8 * long_size - 1))
@@ -187,16 +188,16 @@ class BinaryEncoder:
     def write_int(self, value: int) -> None:
         if not INT32_MIN <= value <= INT32_MAX:
             raise UnsupportedValueError(f"{value} does not fit the format's 4-byte int")
-        self.sink.write(_INT.pack(value))
+        self._buffer += _INT.pack(value)
 
     def write_record(self, tag: int, index: int) -> None:
         """A type tag and an object index."""
         if index > INT32_MAX:
             raise UnsupportedValueError(f"more than {INT32_MAX} objects in one stream")
-        self.sink.write(_TWO_INTS.pack(tag, index))
+        self._buffer += _TWO_INTS.pack(tag, index)
 
     def write_long(self, value: int) -> None:
-        self.sink.write(self._pack_long(value))
+        self._buffer += self._pack_long(value)
 
     def _pack_long(self, value: int) -> bytes:
         if not self._long_min <= value <= self._long_max:
@@ -211,7 +212,7 @@ class BinaryEncoder:
                 for value in values:
                     self._pack_long(value)  # raises the precise error
                 raise
-            self.sink.write(data)
+            self._buffer += data
 
     def write_geometry(self, sizes: tuple[int, ...], strides: tuple[int, ...], offset: int) -> None:
         """A tensor's nDimension, sizes, strides and 1-based storage offset."""
@@ -222,25 +223,32 @@ class BinaryEncoder:
         except struct.error:
             self.write_longs((*sizes, *strides, offset + 1))  # raises the precise error
             raise
-        self.sink.write(data)
+        self._buffer += data
 
     def write_double(self, value: float) -> None:
-        self.sink.write(_DOUBLE.pack(value))
+        self._buffer += _DOUBLE.pack(value)
 
     def write_raw(self, data: bytes) -> None:
-        self.sink.write(data)
+        if len(data) < DIRECT_THRESHOLD:
+            self._buffer += data
+        else:
+            self.sink.write_large(memoryview(data))
 
     def encode_string(self, data: bytes) -> bytes:
         """An int length and the bytes, encoded (for records the caller caches)."""
         return _INT.pack(len(data)) + data
 
     def write_string(self, data: bytes) -> None:
-        self.sink.write(_INT.pack(len(data)))
-        self.sink.write(data)
+        self._buffer += _INT.pack(len(data))
+        self.write_raw(data)
 
     def write_encoded(self, data: bytes) -> None:
         """Bytes that came from this encoder's ``encode_*`` methods."""
-        self.sink.write(data)
+        self._buffer += data
+
+    def settle(self) -> None:
+        """Let the sink drain what has gathered (called once per value by the graph writer)."""
+        self.sink.settle()
 
     def write_array(self, element: ElementType, data: np.ndarray[Any, Any]) -> None:
         """Write ``data``'s elements in C order, converting in bounded chunks if needed."""
