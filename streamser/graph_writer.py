@@ -36,6 +36,11 @@ _KEY = object()  # label of a table key being written (for error paths)
 _Children = Iterator[tuple[Any, Any]]  # (label, value) pairs still to write
 
 
+def _invalid_key(key: Any) -> bool:
+    """nil and NaN cannot be Lua table keys."""
+    return key is None or (isinstance(key, float) and key != key)
+
+
 def _pairs(items: Any) -> _Children:
     for key, value in items:
         yield _KEY, key
@@ -123,7 +128,7 @@ class GraphWriter:
                 self._active.discard(frame.owner)
                 continue
             frame.label = child[0]
-            if child[0] is _KEY and (child[1] is None or child[1] != child[1]):
+            if child[0] is _KEY and _invalid_key(child[1]):
                 raise UnsupportedValueError(f"a Lua table key cannot be {child[1]}", self.path())
             self._write_value(child[1])
 

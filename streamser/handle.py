@@ -166,18 +166,26 @@ class T7File:
         root = root_of(array)
         element = element_of(array.dtype)
         cls = class_for_array(root, element, tensor=storage_typename is None)
-        base = self._base
-        located = base is not None and array.size > 0
+        offset = self._file_offset(array) if array.size else None
+        storage_offset = self._file_offset(root) if offset is not None else None
         return TensorInfo(
             path=path,
             typename=storage_typename or cls.typename,
             shape=tuple(array.shape),
             dtype=array.dtype,
             nbytes=int(array.nbytes),
-            offset=address_of(array) - base if located and base is not None else None,
-            storage_offset=address_of(root) - base if located and base is not None else None,
+            offset=offset,
+            storage_offset=storage_offset,
             storage_nbytes=int(root.nbytes),
         )
+
+    def _file_offset(self, array: np.ndarray[Any, Any]) -> int | None:
+        """Where ``array``'s data sits in the file; None unless it is a view of the file's
+        bytes (ascii data is parsed, b32 Longs are widened copies)."""
+        if self._base is None:
+            return None
+        offset = address_of(array) - self._base
+        return offset if 0 <= offset < self.size else None
 
     # --- lifetime -------------------------------------------------------------------------
 
@@ -253,10 +261,8 @@ def _arrays(value: Any) -> Iterator[tuple[str, Any]]:
 
 def _copied(value: Any) -> Any:
     """``value`` with every tensor read into memory; sharing between tensors is kept."""
-    if isinstance(value, np.ndarray):
-        return np.array(value)
-    # One copy of the subtree's bytes into a writable buffer; the reader's views of it keep
-    # every sharing between tensors.
+    # One copy of the subtree's storages into a writable buffer; the reader's views of it keep
+    # every sharing between tensors, and a stride-0 expansion stays as small as its storage.
     return deserialize(bytearray().join(serialize_pieces(value)), format="binary")
 
 

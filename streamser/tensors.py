@@ -79,9 +79,12 @@ def tensor_view(
     if not sizes or expected == 0:  # no elements: a size-0 view placed at the offset
         shape = sizes or (0,)
         byte_strides = tuple(stride * itemsize for stride in strides) or None
-        return np.ndarray(
-            shape, storage.dtype, buffer=storage, offset=offset * itemsize, strides=byte_strides
-        )
+        try:
+            return np.ndarray(
+                shape, storage.dtype, buffer=storage, offset=offset * itemsize, strides=byte_strides
+            )
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise FormatError(f"tensor geometry cannot be viewed: {exc}", at) from None
     if last >= n:
         raise FormatError(
             f"tensor of size {list(sizes)} and stride {list(strides)} at offset {offset} "

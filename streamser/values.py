@@ -130,7 +130,8 @@ class LuaTable(MutableMapping[Any, Any]):
     def __repr__(self) -> str:
         if not self._entries:
             return "LuaTable()"
-        shown = ", ".join(f"{k!r}: {_short_repr(v)}" for k, v in list(self._entries.values())[:8])
+        entries = list(self._entries.values())[:8]
+        shown = ", ".join(f"{_short_repr(k)}: {_short_repr(v)}" for k, v in entries)
         more = ", ..." if len(self._entries) > 8 else ""
         return f"LuaTable({{{shown}{more}}})"
 
@@ -158,27 +159,40 @@ class TorchObject(Mapping[Any, Any]):
         self.version = version
         self.fields: Any = LuaTable() if fields is None else fields
 
+    def _table(self) -> Mapping[Any, Any] | None:
+        """The fields as a mapping; None for a payload that is not a plain table (which a
+        damaged file can make anything, even this object itself)."""
+        fields = self.fields
+        if isinstance(fields, Mapping) and not isinstance(fields, TorchObject):
+            return fields
+        return None
+
     def __getitem__(self, key: Any) -> Any:
-        return self.fields[key]
+        table = self._table()
+        if table is None:
+            raise KeyError(key)
+        return table[key]
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.fields[key] = value
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(self.fields, Mapping) and key in self.fields
+        table = self._table()
+        return table is not None and key in table
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self.fields) if isinstance(self.fields, Mapping) else iter(())
+        table = self._table()
+        return iter(table) if table is not None else iter(())
 
     def __len__(self) -> int:
-        return len(self.fields) if isinstance(self.fields, Mapping) else 0
+        table = self._table()
+        return len(table) if table is not None else 0
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         try:
-            fields = object.__getattribute__(self, "fields")
-            return fields[name]
+            return object.__getattribute__(self, "_table")()[name]
         except (AttributeError, KeyError, TypeError):
             raise AttributeError(
                 f"{type(self).__name__} {self.typename!r} has no field {name!r}"
