@@ -25,6 +25,8 @@ from .binary import CHUNK_BYTES
 
 _WHITESPACE = b" \t\n\r\v\f"
 _TOKEN = re.compile(rb"[ \t\n\r\v\f]*([^ \t\n\r\v\f]+)")
+_SPACE = re.compile(rb"[ \t\n\r\v\f]")
+_TEXT_CHUNK = 1 << 20  # bytes of text tokenised at a time
 _FORMAT_CHUNK = 1 << 16  # elements formatted per piece of output
 _HALF_NAN = np.uint16(0x7FFF)  # the NaN Torch7's float-to-half conversion produces
 
@@ -81,31 +83,43 @@ class AsciiDecoder:
         return token
 
     def _tokens(self, count: int, what: str) -> list[bytes]:
-        """The next ``count`` white-space separated tokens, read a line at a time."""
+        """The next ``count`` white-space separated tokens."""
         if count <= 4:
             return [self._token(what) for _ in range(count)]
         tokens: list[bytes] = []
         while len(tokens) < count:
-            start = self.pos
-            while start < self.size and self.buffer[start] in _WHITESPACE:
-                start += 1
-            if start >= self.size:
-                raise TruncatedError(f"input ends after {len(tokens)} of {count} {what}", self.pos)
-            end = self.buffer.find(b"\n", start)
-            end = self.size if end < 0 else end
-            line = self.buffer[start:end]
-            if b"_" in line:
-                raise FormatError(f"expected {what}, found an underscore", start)
-            wanted = count - len(tokens)
-            parts = line.split(None, wanted)
-            if len(parts) > wanted:  # more numbers on this line than we need
-                rest = parts.pop()
-                end = start + len(line) - len(rest)
-                while self.buffer[end - 1] in _WHITESPACE:
-                    end -= 1
-            tokens += parts
-            self.pos = end
+            tokens += self._token_chunk(count - len(tokens), what)
         return tokens
+
+    def _token_chunk(self, limit: int, what: str) -> list[bytes]:
+        """Up to ``limit`` tokens from about ``_TEXT_CHUNK`` bytes of text (at least one).
+
+        Bounded pieces keep memory small however long the line: a storage of a million
+        numbers is one line of text, but never a million token objects at once.
+        """
+        start = self.pos
+        while start < self.size and self.buffer[start] in _WHITESPACE:
+            start += 1
+        if start >= self.size:
+            raise TruncatedError(f"input ends where {what} were expected", self.pos)
+        end = min(self.size, start + _TEXT_CHUNK)
+        newline = self.buffer.find(b"\n", start, end)  # Torch prints one array per line
+        if newline >= 0:
+            end = newline
+        elif end < self.size:  # finish the token that the cut falls into
+            space = _SPACE.search(self.buffer, end)
+            end = space.start() if space else self.size
+        text = self.buffer[start:end]
+        if b"_" in text:  # Python's int() and float() take 1_000; C's scanf does not
+            raise FormatError(f"expected {what}, found an underscore", start)
+        parts: list[bytes] = text.split(None, limit)
+        if len(parts) > limit:  # more tokens here than wanted: stop after the last one
+            rest = parts.pop()
+            end = start + len(text) - len(rest)
+            while self.buffer[end - 1] in _WHITESPACE:
+                end -= 1
+        self.pos = end
+        return parts
 
     def read_int(self) -> int:
         start = self.pos
@@ -177,12 +191,20 @@ class AsciiDecoder:
         if count > self.size - self.pos:
             raise TruncatedError(f"input too short for {count} numbers", self.pos)
         start = self.pos
-        tokens = self._tokens(count, f"{element.name} elements")
-        self._end_of_array()
+        out = np.empty(count, dtype=element.dtype)
+        filled = 0
+        what = f"{element.name} elements"
         try:
-            return _convert(element, tokens, count)
+            while filled < count:
+                tokens = self._token_chunk(count - filled, what)
+                out[filled : filled + len(tokens)] = _convert(element, tokens, len(tokens))
+                filled += len(tokens)
+        except FormatError:
+            raise
         except (ValueError, OverflowError) as exc:
             raise FormatError(f"bad {element.name} element: {exc}", start) from None
+        self._end_of_array()
+        return out
 
     def skip_array(self, element: ElementType, count: int) -> int:
         start = self.pos
