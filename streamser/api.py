@@ -21,7 +21,7 @@ from .errors import AmbiguousFormatError, FormatError
 from .format import FORMATS, Format, get_format
 from .graph_reader import GraphReader, Limits
 from .sink import writer_for
-from .streams import Writer, buffer_of, sniff_ascii
+from .streams import Writer, buffer_of, parsing, sniff_ascii
 
 PathLike = str | os.PathLike[str]
 TEMP_SUFFIX = ".streamser-tmp"
@@ -77,9 +77,10 @@ def read_buffer(
     if is_zstd(buffer, start):
         buffer = decompress(memoryview(buffer)[start:], max_size=limits.max_decompressed)
         start = 0
-    if format is None:
-        return read_detected(buffer, start, referenced=referenced, limits=limits)
-    return read_one(buffer, start, get_format(format), referenced=referenced, limits=limits)
+    with parsing(buffer):
+        if format is None:
+            return read_detected(buffer, start, referenced=referenced, limits=limits)
+        return read_one(buffer, start, get_format(format), referenced=referenced, limits=limits)
 
 
 @dataclass(frozen=True)
