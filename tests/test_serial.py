@@ -10,7 +10,8 @@ import pytest
 
 import streamser
 from streamser import LuaTable, Storage, TorchObject
-from streamser.serial import add_serial_fields
+from streamser.serial import add_serial_fields, fields_to_empty, is_module
+from streamser.walk import walk
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -224,3 +225,31 @@ def test_opencv_runs_light_and_medium_models_identically(tmp_path: Path, fmt: st
     assert outputs[0].shape == (1, 10)
     np.testing.assert_array_equal(outputs[0], outputs[1])
     np.testing.assert_array_equal(outputs[0], outputs[2])
+
+
+NN_FILES = sorted(p.name for p in CORPUS.glob("nn_*.t7"))
+
+
+def _all_modules(value: Any) -> list[TorchObject]:
+    return [item for _, item, _, again in walk(value) if is_module(item) and not again]
+
+
+@pytest.mark.parametrize("name", NN_FILES)
+@pytest.mark.parametrize("mode", ["medium", "light"])
+def test_every_corpus_model_keeps_parameters_and_drops_buffers(name: str, mode: str) -> None:
+    fmt = "ascii" if ".ascii." in name else "b32" if ".b32." in name else "binary"
+    original = streamser.load(CORPUS / name, format=fmt)
+    stripped = streamser.deserialize(streamser.serialize(original, fmt, serial=mode), fmt)
+    before, after = _all_modules(original), _all_modules(stripped)
+    assert len(before) == len(after) > 0
+    for old, new in zip(before, after, strict=True):
+        emptied = fields_to_empty(mode, old)
+        for key in old:
+            if key in emptied and isinstance(old[key], (np.ndarray, LuaTable)):
+                assert _emptied(new[key]), (name, old.typename, key)
+            elif key in emptied:
+                assert key not in new, (name, old.typename, key)  # nn.utils.clear sets it to nil
+            else:
+                assert _same_value(old[key], new[key]), (name, old.typename, key)
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            assert (key in old) == (key in new)
