@@ -164,22 +164,26 @@ def serialize(
     everything is joined once: each byte is copied into the result exactly one time.
     """
     options: dict[str, Any] = {"compact": compact, "serial": serial, "hook": hook, "cast": cast}
-    if compress is None:
-        return b"".join(serialize_pieces(value, format, referenced, **options))
-    pieces: list[Any] = []
-    compressor = _compressor(compress, pieces.append, level, threads)
-    _write_through(compressor, value, format, referenced, options)
-    return b"".join(pieces)
+    compression = {"compress": compress, "level": level, "threads": threads}
+    return b"".join(serialize_pieces(value, format, referenced, **compression, **options))
 
 
 def serialize_pieces(
-    value: Any, format: str = "binary", referenced: bool = True, **options: Any
+    value: Any,
+    format: str = "binary",
+    referenced: bool = True,
+    *,
+    compress: str | None = None,
+    level: int = 3,
+    threads: int = 1,
+    **options: Any,
 ) -> list[Any]:
     """The serialized bytes as a list of blocks and views of array memory, not yet joined."""
     pieces: list[Any] = []
-    writer = Writer(_PieceCollector(pieces), format, referenced=referenced, **options)
-    writer.write_object(value)
-    writer.flush()
+    target: Any = _PieceCollector(pieces)
+    if compress is not None:
+        target = _compressor(compress, pieces.append, level, threads)
+    _write_through(target, value, format, referenced, options)
     return pieces
 
 
