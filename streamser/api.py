@@ -164,8 +164,10 @@ def serialize(
     everything is joined once: each byte is copied into the result exactly one time.
     """
     options: dict[str, Any] = {"compact": compact, "serial": serial, "hook": hook, "cast": cast}
-    compression = {"compress": compress, "level": level, "threads": threads}
-    return b"".join(serialize_pieces(value, format, referenced, **compression, **options))
+    pieces = serialize_pieces(
+        value, format, referenced, compress=compress, level=level, threads=threads, **options
+    )
+    return b"".join(pieces)
 
 
 def serialize_pieces(
