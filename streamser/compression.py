@@ -168,10 +168,12 @@ def decompress(buffer: Any, *, max_size: int = DEFAULT_MAX_SIZE) -> memoryview:
     declared = sum(d for _, d in entries) if entries is not None else None
     if declared is not None and declared > max_size:
         raise _too_big(declared, max_size)
-    # Without a declared size, start in proportion to the input and double as needed: junk
-    # that merely starts like zstd must not cost a large allocation before it is rejected.
-    guess = min(max_size, max(1 << 16, 4 * len(buffer)))
-    out = _Output(declared if declared is not None else guess, max_size)
+    if entries is not None and any(d > MAX_FRAME_SIZE for _, d in entries):
+        raise FormatError(f"seek table claims a frame over {MAX_FRAME_SIZE:,} bytes", 0)
+    # Memory follows the data that actually arrives, from a start in proportion to the input:
+    # neither junk that starts like zstd nor a seek table's claims can cost a big allocation.
+    ceiling = max_size if declared is None else declared
+    out = _Output(min(ceiling, max(1 << 16, 4 * len(buffer))), ceiling, max_size)
     view = memoryview(buffer).cast("B")
     pos = 0
     while pos < view.nbytes:
@@ -206,7 +208,7 @@ def _frame(view: memoryview, pos: int, out: _Output) -> int:
         while not decompressor.eof:
             if fed >= view.nbytes:
                 raise TruncatedError("input ends inside a zstd frame", pos)
-            chunk = view[fed : fed + (1 << 20)]
+            chunk = view[fed : fed + out.safe_input()]
             fed += chunk.nbytes
             out.append(decompressor.decompress(chunk))
     except zstandard.ZstdError as exc:
@@ -214,20 +216,37 @@ def _frame(view: memoryview, pos: int, out: _Output) -> int:
     return fed - len(decompressor.unused_data)
 
 
-class _Output:
-    """A growing output buffer with a hard ceiling."""
+_MAX_RATIO = 1 << 15  # a zstd block yields at most 128 KiB from at least 4 bytes of input
 
-    def __init__(self, capacity: int, ceiling: int) -> None:
+
+class _Output:
+    """A growing output buffer that never grows past ``ceiling`` bytes.
+
+    ``ceiling`` is what the seek table declares, or ``max_size`` without one; input is fed in
+    pieces small enough that even a zstd bomb cannot overshoot the ceiling by much in one call.
+    """
+
+    def __init__(self, capacity: int, ceiling: int, max_size: int) -> None:
         self._array = np.empty(capacity, dtype=np.uint8)
         self._ceiling = ceiling
+        self._max_size = max_size
         self.size = 0
+
+    def safe_input(self) -> int:
+        """How many compressed bytes may be decompressed in one call."""
+        return max(1 << 10, min(1 << 20, (self._ceiling - self.size) // _MAX_RATIO))
 
     def append(self, data: bytes) -> None:
         end = self.size + len(data)
         if end > self._array.size:
             if end > self._ceiling:
+                if self._ceiling < self._max_size:
+                    raise FormatError("zstd frames hold more than the seek table declares", 0)
                 raise _too_big(end, self._ceiling)
-            grown = np.empty(min(self._ceiling, max(end, 2 * self._array.size)), dtype=np.uint8)
+            try:
+                grown = np.empty(min(self._ceiling, max(end, 2 * self._array.size)), np.uint8)
+            except MemoryError:
+                raise _too_big(end, self._max_size) from None
             grown[: self.size] = self._array[: self.size]
             self._array = grown
         self._array[self.size : end] = np.frombuffer(data, dtype=np.uint8)

@@ -202,7 +202,7 @@ class TorchObject(Mapping[Any, Any]):
     __hash__ = object.__hash__
 
     def __repr__(self) -> str:
-        names = ", ".join(str(k) for k in list(self)[:8])
+        names = ", ".join(k if isinstance(k, str) else _short_repr(k) for k in list(self)[:8])
         return f"TorchObject({self.typename!r}, version={self.version}, fields=[{names}])"
 
 
