@@ -33,8 +33,7 @@ def load(
     referenced: bool = True,
     *,
     mmap: bool = True,
-    max_depth: int = Limits.max_depth,
-    max_decompressed: int = Limits.max_decompressed,
+    **limits: int,
 ) -> Any:
     """Read one value from a ``.t7`` file (a path or a binary file object).
 
@@ -43,31 +42,31 @@ def load(
     file: nothing of their data is read until touched, and writing to them never changes the
     file. ``mmap=False`` reads the file into memory. zstd-compressed files are recognised by
     their magic number and decompressed (into memory, at most ``max_decompressed`` bytes).
+    ``limits`` override the bounds of :class:`~streamser.graph_reader.Limits` (``max_depth``,
+    ``max_string``, ``max_table``, ``max_objects``, ``max_decompressed``).
     """
-    limits = Limits(max_depth, max_decompressed)
+    bounds = Limits.from_keywords(**limits)
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as fileobj:
             buffer, start = buffer_of(fileobj, mmap=mmap)
     else:
         buffer, start = buffer_of(source, mmap=mmap)
-    return read_buffer(buffer, max(start, 0), format, referenced=referenced, limits=limits).value
+    return read_buffer(buffer, max(start, 0), format, referenced=referenced, limits=bounds).value
 
 
 def deserialize(
     data: bytes | bytearray | memoryview,
     format: str | None = None,
     referenced: bool = True,
-    *,
-    max_depth: int = Limits.max_depth,
-    max_decompressed: int = Limits.max_decompressed,
+    **limits: int,
 ) -> Any:
     """Read one value from the bytes ``serialize`` (or ``torch.serialize``) produced.
 
     Binary tensors are zero-copy views of ``data`` (read-only when ``data`` is ``bytes``);
-    zstd-compressed data is recognised by its magic number.
+    zstd-compressed data is recognised by its magic number. ``limits`` as for :func:`load`.
     """
-    limits = Limits(max_depth, max_decompressed)
-    return read_buffer(data, 0, format, referenced=referenced, limits=limits).value
+    bounds = Limits.from_keywords(**limits)
+    return read_buffer(data, 0, format, referenced=referenced, limits=bounds).value
 
 
 def read_buffer(

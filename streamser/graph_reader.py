@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any
 
@@ -52,10 +52,39 @@ _INCOMPLETE = object()  # registered index whose Python value does not exist yet
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what one read may build. Lengths are also checked against the bytes left."""
+    """Bounds on what one read may build, each overridable by its keyword in ``load``,
+    ``deserialize``, ``open`` and ``Reader``; the error for a limit names its keyword.
+
+    Every length is also checked against the bytes that exist before anything is allocated;
+    these bounds are for inputs that are long *and* hostile. Real checkpoints (the corpus, a
+    model of 100,000 modules) stay far inside them.
+    """
 
     max_depth: int = 100_000  # nested tables / objects / functions
+    max_string: int = 1 << 30  # bytes in one Lua string
+    max_table: int = 1 << 26  # entries in one table
+    max_objects: int = 1 << 26  # tables, torch objects and functions in one value
     max_decompressed: int = 64 << 30  # bytes a zstd-compressed input may expand to
+
+    @classmethod
+    def from_keywords(cls, **values: int) -> Limits:
+        """Limits from keyword arguments, refusing names that are not limits."""
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(
+                f"unknown limit {unknown[0]!r}; the limits are {', '.join(sorted(known))}"
+            )
+        for name, value in values.items():
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+        return cls(**values)
+
+
+def limit_error(what: str, keyword: str, limit: int, at: int) -> LimitError:
+    return LimitError(
+        f"{what} is over {keyword}={limit:,}; pass a larger {keyword}= if the file is trusted", at
+    )
 
 
 def decode_string(raw: bytes) -> str | bytes:
@@ -127,7 +156,9 @@ class GraphReader:
         self.decoder = decoder
         self.referenced = referenced
         self.limits = limits or Limits()
+        decoder.max_string = self.limits.max_string
         self.objects: dict[int, Any] = {}
+        self._indexed = 0  # tables, torch objects and functions read so far
         self._stack: list[_Frame] = []
         self._dispatch: dict[int, Callable[[int], Any]] = {
             TAG_NIL: self._read_nil,
@@ -195,12 +226,19 @@ class GraphReader:
 
     def _seen(self, index: int, at: int) -> Any:
         """The object registered under ``index``, or None when it must be read in full."""
-        if not self.referenced:
-            return None
-        found = self.objects.get(index)
-        if found is _INCOMPLETE:
-            raise FormatError(f"object {index} is referenced from inside its own payload", at)
-        return found
+        if self.referenced:
+            found = self.objects.get(index)
+            if found is _INCOMPLETE:
+                raise FormatError(f"object {index} is referenced from inside its own payload", at)
+            if found is not None:
+                return found
+        self._count_object(at)
+        return None
+
+    def _count_object(self, at: int) -> None:
+        self._indexed += 1
+        if self._indexed > self.limits.max_objects:
+            raise limit_error("the number of objects", "max_objects", self.limits.max_objects, at)
 
     # --- one handler per tag ----------------------------------------------------------------
 
@@ -225,6 +263,10 @@ class GraphReader:
         count = decoder.read_int()
         if count < 0:
             raise FormatError(f"table claims {count} entries", at)
+        if count > self.limits.max_table:
+            raise limit_error(
+                f"a table of {count:,} entries", "max_table", self.limits.max_table, at
+            )
         if 2 * count * decoder.min_record > decoder.remaining():
             raise TruncatedError(
                 f"table claims {count} entries but only {decoder.remaining()} bytes are left", at
@@ -254,6 +296,7 @@ class GraphReader:
 
     def _read_legacy_function(self, at: int) -> Any:
         """Tag 6 functions carry no index and are never shared."""
+        self._count_object(at)
         function = LuaFunction(self.decoder.read_string(), None, tag=TAG_FUNCTION_LEGACY)
         return self._push(_FunctionFrame(function), at)
 
@@ -266,6 +309,9 @@ class GraphReader:
                 if found is _INCOMPLETE:
                     raise FormatError(f"object {index} is referenced inside its own payload", at)
                 return found
+        self._indexed += 1
+        if self._indexed > self.limits.max_objects:
+            self._count_object(at)  # raises
         first = decoder.read_string()
         version = _VERSIONS.get(first)
         if version is not None:

@@ -82,15 +82,13 @@ class T7File:
         path: str | os.PathLike[str],
         format: str | None = None,
         referenced: bool = True,
-        *,
-        max_depth: int = Limits.max_depth,
-        max_decompressed: int = Limits.max_decompressed,
+        **limits: int,
     ) -> None:
         self.path = os.fspath(path)
         with builtins.open(self.path, "rb") as fileobj:
             buffer, start = buffer_of(fileobj, mmap=True)
-        limits = Limits(max_depth, max_decompressed)
-        reading = read_buffer(buffer, start, format, referenced=referenced, limits=limits)
+        bounds = Limits.from_keywords(**limits)
+        reading = read_buffer(buffer, start, format, referenced=referenced, limits=bounds)
         self.root: Any = reading.value
         self.format: Format = reading.format
         self.compressed = reading.buffer is not buffer  # offsets are then in the plain stream
@@ -214,12 +212,10 @@ def open(
     path: str | os.PathLike[str],
     format: str | None = None,
     referenced: bool = True,
-    *,
-    max_depth: int = Limits.max_depth,
-    max_decompressed: int = Limits.max_decompressed,
+    **limits: int,
 ) -> T7File:
-    """Open a ``.t7`` file for lazy, partial access (see :class:`T7File`)."""
-    return T7File(path, format, referenced, max_depth=max_depth, max_decompressed=max_decompressed)
+    """Open a ``.t7`` file for lazy, partial access (:class:`T7File`); limits as in ``load``."""
+    return T7File(path, format, referenced, **limits)
 
 
 def _split(path: str) -> tuple[str, ...]:

@@ -152,7 +152,7 @@ class Reader:
         *,
         referenced: bool = True,
         mmap: bool = True,
-        max_depth: int = Limits.max_depth,
+        **limits: int,
     ) -> None:
         buffer, start = buffer_of(source, mmap=mmap)
         self._file = None if isinstance(source, (bytes, bytearray, memoryview)) else source
@@ -168,7 +168,8 @@ class Reader:
         self.format: Format = fmt
         self._decoder_buffer = buffer
         self._decoder = decoder_for(fmt, buffer, start)
-        self._graph = GraphReader(self._decoder, referenced=referenced, limits=Limits(max_depth))
+        bounds = Limits.from_keywords(**limits)
+        self._graph = GraphReader(self._decoder, referenced=referenced, limits=bounds)
 
     @property
     def position(self) -> int:

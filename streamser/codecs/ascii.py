@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..cast import convert_chunk
-from ..errors import FormatError, TruncatedError
+from ..errors import FormatError, LimitError, TruncatedError
 from ..format import ElementType
 from ..sink import Sink
 from ..tensors import byte_view, iter_chunks
@@ -57,6 +57,7 @@ class AsciiDecoder:
     is_ascii = True
     min_record = 1  # "0" is a whole nil value
     min_long_bytes = 1
+    max_string = 1 << 62  # set by the graph reader from its limits
     long_size = 8
     longs_read = 0
 
@@ -168,7 +169,15 @@ class AsciiDecoder:
 
     def read_string(self) -> bytes:
         """An int length and that many raw bytes."""
-        return self.read_raw(self.read_int())
+        at = self.pos
+        count = self.read_int()
+        if count > self.max_string:
+            raise LimitError(
+                f"a string of {count:,} bytes is over max_string={self.max_string:,}; "
+                "pass a larger max_string= if the file is trusted",
+                at,
+            )
+        return self.read_raw(count)
 
     def read_geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
         """A tensor's (sizes, strides, 0-based storage offset)."""

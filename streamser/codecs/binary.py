@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..cast import convert_chunk
-from ..errors import FormatError, TruncatedError, UnsupportedValueError
+from ..errors import FormatError, LimitError, TruncatedError, UnsupportedValueError
 from ..format import INT32_MAX, INT32_MIN, ElementType
 from ..sink import DIRECT_THRESHOLD, Sink
 from ..tensors import byte_view, file_region, iter_chunks
@@ -56,6 +56,7 @@ class BinaryDecoder:
         self.min_long_bytes = long_size
         self._long = _LONG[long_size]
         self.longs_read = 0  # lets format detection see whether long size mattered
+        self.max_string = 1 << 62  # set by the graph reader from its limits
 
     def remaining(self) -> int:
         return self.size - self.pos
@@ -123,6 +124,12 @@ class BinaryDecoder:
         end = start + count
         if count < 0:
             raise FormatError(f"negative string length {count}", pos)
+        if count > self.max_string:
+            raise LimitError(
+                f"a string of {count:,} bytes is over max_string={self.max_string:,}; "
+                "pass a larger max_string= if the file is trusted",
+                pos,
+            )
         if end > self.size:
             raise TruncatedError(
                 f"input ends inside a string of {count} bytes ({self.size - start} left)", pos
