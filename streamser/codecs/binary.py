@@ -124,15 +124,15 @@ class BinaryDecoder:
         end = start + count
         if count < 0:
             raise FormatError(f"negative string length {count}", pos)
+        if end > self.size:  # first: a claim beyond the input is damage, whatever the limit
+            raise TruncatedError(
+                f"input ends inside a string of {count} bytes ({self.size - start} left)", pos
+            )
         if count > self.max_string:
             raise LimitError(
                 f"a string of {count:,} bytes is over max_string={self.max_string:,}; "
                 "pass a larger max_string= if the file is trusted",
                 pos,
-            )
-        if end > self.size:
-            raise TruncatedError(
-                f"input ends inside a string of {count} bytes ({self.size - start} left)", pos
             )
         self.pos = end
         return self._bytes(start, end)
