@@ -263,14 +263,13 @@ class GraphReader:
         count = decoder.read_int()
         if count < 0:
             raise FormatError(f"table claims {count} entries", at)
-        if count > self.limits.max_table:
-            raise limit_error(
-                f"a table of {count:,} entries", "max_table", self.limits.max_table, at
-            )
         if 2 * count * decoder.min_record > decoder.remaining():
             raise TruncatedError(
                 f"table claims {count} entries but only {decoder.remaining()} bytes are left", at
             )
+        if count > self.limits.max_table:
+            limit = self.limits.max_table
+            raise limit_error(f"a table of {count:,} entries", "max_table", limit, at)
         table = LuaTable()
         if self.referenced:
             self.objects[index] = table

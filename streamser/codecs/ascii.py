@@ -171,7 +171,7 @@ class AsciiDecoder:
         """An int length and that many raw bytes."""
         at = self.pos
         count = self.read_int()
-        if count > self.max_string:
+        if self.max_string < count <= self.remaining():  # beyond the input: read_raw says so
             raise LimitError(
                 f"a string of {count:,} bytes is over max_string={self.max_string:,}; "
                 "pass a larger max_string= if the file is trusted",
