@@ -267,7 +267,10 @@ class BinaryEncoder:
             region = file_region(data)
             if region is not None:  # file to file in the kernel, never through our memory
                 copied = self.sink.copy_from_file(region[0], region[1], data.nbytes)
-                data = data.reshape(-1)[copied // data.itemsize :]
+                rest = byte_view(data)[copied:]  # resume at the byte, even inside an element
+                for start in range(0, rest.nbytes, CHUNK_BYTES):
+                    self.sink.write_large(rest[start : start + CHUNK_BYTES])
+                return
         for chunk in iter_chunks(data, CHUNK_BYTES):
             if chunk.dtype != dtype:  # byte order, a cast, or b32 Longs keeping their low 32 bits
                 chunk = convert_chunk(chunk, dtype)
