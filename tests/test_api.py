@@ -281,3 +281,17 @@ def test_stale_temporaries_of_killed_saves_are_removed(tmp_path: Path) -> None:
     assert not stale.exists()
     assert running.exists()
     assert other.exists()
+
+
+def test_stream_booleans_byte_count_and_plain_dicts() -> None:
+    out = io.BytesIO()
+    with streamser.Writer(out, format="ascii") as writer:
+        writer.write_bool(True)
+        writer.write_bool(False)
+        assert writer.bytes_written == 4  # "1\n0\n"
+    reader = streamser.Reader(out.getvalue(), format="ascii")
+    assert (reader.read_bool(), reader.read_bool()) == (True, False)
+    table = streamser.deserialize(streamser.serialize({"a": 1, 2: "b"}))
+    assert table.to_dict() == {"a": 1, 2: "b"}
+    del table["a"]
+    assert list(table) == [2]
