@@ -177,6 +177,33 @@ class StreamserFileobj(Streamser):
             streamser.save(out, value, format=self.format(ctx))
 
 
+class StreamserZstd(Streamser):
+    """streamser.save with compress="zstd" (seekable frames, level 3, 2 threads), load detected.
+
+    Compressed files are decompressed whole on load (no lazy frame reader yet), so there is
+    no lazy row for them.
+    """
+
+    name = "streamser-zstd"
+    labels: ClassVar[dict[str, str]] = {"save": "streamser zstd", "load": "streamser zstd"}
+    ops: ClassVar[dict[str, tuple[str, ...]]] = {
+        "checkpoint": ("save", "load"),
+        "records": ("save", "load"),
+        "ascii": ("save", "load"),
+    }
+    suffix = ".t7.zst"
+
+    def save(self, value: Any, path: Path, ctx: Context) -> None:
+        import streamser
+
+        streamser.save(path, value, format=self.format(ctx), compress="zstd", threads=2)
+
+    def load(self, path: Path, ctx: Context) -> Any:
+        import streamser
+
+        return streamser.load(path)
+
+
 class Torchfile(Contender):
     """torchfile.load (pure Python) reading streamser's own binary output."""
 
@@ -459,6 +486,7 @@ CONTENDERS: dict[str, Contender] = {
     for contender in (
         Streamser(),
         StreamserFileobj(),
+        StreamserZstd(),
         Torchfile(),
         Torch(),
         Safetensors(),
