@@ -240,6 +240,7 @@ def _measure(step: Step, size: int, manifest: Manifest) -> dict[str, Any]:
         contender=job.contender,
         label=step.label,
         role=step.contender.role,
+        allowance=step.contender.allowance if job.op == "save" else 0,
         fsync=step.contender.fsync and job.op == "save",
         payload=payload,
         records=manifest.records.count,

@@ -62,6 +62,7 @@ class Contender:
     fsync: ClassVar[bool] = False  # does its save make the data durable
     reads: ClassVar[str | None] = None  # whose file its loads read: a contender or "source"
     verifier: ClassVar[str | None] = None  # whose loader checks its saves (None: its own)
+    allowance: ClassVar[int] = 0  # memory its save may use beyond --max-mem, by design
 
     def label(self, op: str) -> str:
         return self.labels.get(op, self.name)
@@ -192,6 +193,9 @@ class StreamserZstd(Streamser):
         "ascii": ("save", "load"),
     }
     suffix = ".t7.zst"
+    # Frames in flight: the one being filled, and per thread up to two frames of 4 MiB and
+    # their compressed output (the bound for compressed saves is 128 MiB).
+    allowance = 48 << 20
 
     def save(self, value: Any, path: Path, ctx: Context) -> None:
         import streamser

@@ -65,12 +65,13 @@ def analyse(measurements: list[Measurement], budget: int | None) -> list[str]:
         where = f"{format_bytes(m['size'])} {m['case']} {m['op']} {m['label']}"
         if not m.get("ok"):
             failures.append(f"{where}: {m.get('error') or m.get('check')}")
-        over = m["overhead"] - budget if budget is not None and m["overhead"] is not None else 0
+        allowed = None if budget is None else budget + m.get("allowance", 0)
+        over = m["overhead"] - allowed if allowed is not None and m["overhead"] is not None else 0
         m["over_budget"] = over if over > 0 else None
         if m["over_budget"] and m["role"] == "subject":
             failures.append(
                 f"{where}: anonymous memory rose {format_bytes(m['overhead'])} beyond its data, "
-                f"{format_bytes(over)} over the budget of {format_bytes(budget)}"
+                f"{format_bytes(over)} over the budget of {format_bytes(allowed or 0)}"
             )
     return failures
 

@@ -90,11 +90,11 @@ class SeekableZstdWriter:
             self._local.compressor = compressor
         return compressor
 
-    def _compress(self, frame: bytes) -> tuple[bytes, int]:
+    def _compress(self, frame: bytearray) -> tuple[bytes, int]:
         return self._compressor().compress(frame), len(frame)
 
     def _submit(self) -> None:
-        frame, self._frame = bytes(self._frame), bytearray()
+        frame, self._frame = self._frame, bytearray()  # handed over whole, not copied
         if self._pool is None:
             self._emit(self._compress(frame))
             return
