@@ -9,15 +9,12 @@ leaves the target file exactly as it was.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
 import random
 import re
-import signal
 import struct
-import threading
 import time
 import tracemalloc
 import warnings
@@ -27,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import deadline
 
 import streamser
 import streamser.api
@@ -75,28 +73,6 @@ MUTATIONS_PER_FILE = 400
 
 def corpus_bytes(name: str) -> bytes:
     return (CORPUS / name).read_bytes()
-
-
-_CAN_ALARM = hasattr(signal, "setitimer")
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Turn a hang into a ``TimeoutError`` (POSIX main thread only; elsewhere a no-op)."""
-    if not _CAN_ALARM or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"no answer within {seconds} s (a hang?)")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def offset_problem(err: FormatError, size: int) -> str | None:

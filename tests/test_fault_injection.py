@@ -9,7 +9,6 @@ when the file is replaced under them.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import io
 import os
@@ -17,7 +16,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import deadline
 
 import streamser
 import streamser.api
@@ -40,26 +39,6 @@ needs_posix = pytest.mark.skipif(os.name != "posix", reason="POSIX processes and
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Turn a hang into a ``TimeoutError`` (main thread only; elsewhere a no-op)."""
-    main = threading.current_thread() is threading.main_thread()
-    if not hasattr(signal, "setitimer") or not main:
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"no answer within {seconds} s (a hang?)")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def temporaries(folder: Path) -> list[Path]:

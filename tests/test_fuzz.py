@@ -15,10 +15,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import signal
 import struct
 import sys
-import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ except ImportError:  # not POSIX
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import deadline
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "corpus"
@@ -76,26 +75,6 @@ class KnownBug:
 # Remove an entry when its bug is fixed: its strict xfail fails (XPASS) until you do. Every bug
 # found so far is fixed (4c73b2e, f0d197d): their crashers now simply pass.
 KNOWN_BUGS: dict[str, KnownBug] = {}
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Turn a hang into a ``TimeoutError`` (POSIX main thread only; elsewhere a no-op)."""
-    main = threading.current_thread() is threading.main_thread()
-    if not hasattr(signal, "setitimer") or not main:
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"no answer within {seconds} s (a hang?)")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _innermost_frame(exc: BaseException) -> tuple[str, str] | None:
