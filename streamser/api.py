@@ -48,10 +48,10 @@ def load(
     bounds = Limits.from_keywords(**limits)
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as fileobj:
-            buffer, start = buffer_of(fileobj, mmap=mmap)
+            buffer, start, _ = buffer_of(fileobj, mmap=mmap)
     else:
-        buffer, start = buffer_of(source, mmap=mmap)
-    return read_buffer(buffer, max(start, 0), format, referenced=referenced, limits=bounds).value
+        buffer, start, _ = buffer_of(source, mmap=mmap)
+    return read_buffer(buffer, start, format, referenced=referenced, limits=bounds).value
 
 
 def deserialize(

@@ -308,15 +308,8 @@ class GraphReader:
                 if found is _INCOMPLETE:
                     raise FormatError(f"object {index} is referenced inside its own payload", at)
                 return found
-        self._indexed += 1
-        if self._indexed > self.limits.max_objects:
-            self._count_object(at)  # raises
-        first = decoder.read_string()
-        version = _VERSIONS.get(first)
-        if version is not None:
-            name = decoder.read_string()
-        else:
-            version, name = self._read_unusual_header(first)
+        self._count_object(at)
+        version, name = read_class_header(decoder)
         cls = _CLASS_BY_NAME.get(name)
         if cls is not None:
             if self.referenced:
@@ -329,14 +322,6 @@ class GraphReader:
         if self.referenced:
             self.objects[index] = obj
         return self._push(_ObjectFrame(obj), at)
-
-    def _read_unusual_header(self, first: bytes) -> tuple[int | float, bytes]:
-        """Versions other than the usual ones, and files older than versioning (no ``V n``)."""
-        match = _VERSION.fullmatch(first)
-        version = _parse_version(match.group(1)) if match else None
-        if version is None:  # the first string is the class name
-            return 0, first
-        return version, self.decoder.read_string()
 
     def _read_tensor(self, cls: TorchClass, at: int) -> np.ndarray[Any, Any]:
         sizes, strides, offset = self.decoder.read_geometry()
@@ -379,6 +364,24 @@ class GraphReader:
 
 
 _VERSIONS: dict[bytes, int | float] = {b"V %d" % n: n for n in range(10)}
+
+
+def read_class_header(decoder: Decoder) -> tuple[int | float, bytes]:
+    """A torch object's version and raw class name, as Torch7's ``readObject`` reads them.
+
+    The first string is ``"V <n>"``; when it is not, it *is* the class name and the version is
+    0 (files older than versioning).
+    """
+    first = decoder.read_string()
+    version = _VERSIONS.get(first)  # the usual "V 1", without a regular expression
+    if version is None:
+        match = _VERSION.fullmatch(first)
+        version = _parse_version(match.group(1)) if match else None
+        if version is None:
+            return 0, first
+    return version, decoder.read_string()
+
+
 _CLASS_BY_NAME: dict[bytes, TorchClass] = {name.encode(): cls for name, cls in CLASSES.items()}
 
 

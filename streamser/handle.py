@@ -86,7 +86,7 @@ class T7File:
     ) -> None:
         self.path = os.fspath(path)
         with builtins.open(self.path, "rb") as fileobj:
-            buffer, start = buffer_of(fileobj, mmap=True)
+            buffer, start, _ = buffer_of(fileobj, mmap=True)
         bounds = Limits.from_keywords(**limits)
         reading = read_buffer(buffer, start, format, referenced=referenced, limits=bounds)
         self.root: Any = reading.value

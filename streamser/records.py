@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from .codecs import Decoder
 from .errors import FormatError
@@ -27,7 +26,7 @@ from .format import (
     TAG_TABLE,
     TAG_TORCH,
 )
-from .graph_reader import _VERSIONS, _parse_version, decode_string, number_value
+from .graph_reader import decode_string, number_value, read_class_header
 
 
 @dataclass(frozen=True)
@@ -94,15 +93,11 @@ def _read_record(
 def _read_torch_record(
     decoder: Decoder, at: int, depth: int, index: int, seen: set[int]
 ) -> tuple[Record, int]:
-    first = decoder.read_string()
-    version: Any = _VERSIONS.get(first)
-    if version is None:
-        version = _parse_version(first[2:]) if first.startswith(b"V ") else None
-    raw_name = decoder.read_string() if version is not None else first
+    version, raw_name = read_class_header(decoder)
     name = raw_name.decode("utf-8", "surrogateescape")
     cls = CLASSES.get(name)
     if cls is None:
-        return Record(at, depth, TAG_TORCH, index, f"{name} (version {version or 0})"), 1
+        return Record(at, depth, TAG_TORCH, index, f"{name} (version {version})"), 1
     if cls.is_tensor:
         sizes, strides, offset = decoder.read_geometry()
         summary = f"{name} size {list(sizes)} stride {list(strides)} offset {offset + 1}"

@@ -99,21 +99,24 @@ def parsing(buffer: Any) -> Iterator[None]:
         advise(_mmap.MADV_NORMAL)
 
 
-def buffer_of(source: Any, *, mmap: bool = True) -> tuple[Any, int]:
-    """(buffer, start position) for bytes-like objects and file objects."""
+def buffer_of(source: Any, *, mmap: bool = True) -> tuple[Any, int, int]:
+    """(buffer, start, origin) for bytes-like objects and file objects.
+
+    Reading begins at ``buffer[start]``; ``origin`` is the file position of ``buffer[0]``
+    (0 unless the rest of an unmappable stream was read from where it stood).
+    """
     if isinstance(source, (bytes, bytearray, memoryview, _mmap.mmap)):
-        return source, 0
+        return source, 0, 0
     mapped = map_file(source, mmap=mmap)
     if mapped is not None:
-        return mapped, source.tell()
+        return mapped, source.tell(), 0
     if isinstance(source, io.BytesIO):
-        return source.getvalue(), source.tell()
-    start = source.tell() if _seekable(source) else 0
+        return source.getvalue(), source.tell(), 0
+    origin = source.tell() if _seekable(source) else 0
     data = source.read()
     if not isinstance(data, (bytes, bytearray)):
         raise TypeError("expected a binary file object (opened with 'rb')")
-    # Offsets are then relative to ``start``: prepend nothing, but remember where we began.
-    return bytes(data), -start
+    return bytes(data), 0, origin
 
 
 def _chain(*hooks: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
@@ -154,11 +157,8 @@ class Reader:
         mmap: bool = True,
         **limits: int,
     ) -> None:
-        buffer, start = buffer_of(source, mmap=mmap)
+        buffer, start, self._origin = buffer_of(source, mmap=mmap)
         self._file = None if isinstance(source, (bytes, bytearray, memoryview)) else source
-        self._origin = 0
-        if start < 0:  # read from an unmappable stream: positions are relative to -start
-            self._origin, start = -start, 0
         if format is None:
             fmt = FORMATS["ascii" if sniff_ascii(buffer, start) else "binary"]
         else:
