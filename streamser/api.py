@@ -12,14 +12,16 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .codecs import BinaryDecoder, decoder_for
-from .compression import SeekableZstdWriter, decompress, is_zstd
+from .compression import SeekableZstdWriter, decompress, is_zstd, read_seek_table
 from .errors import AmbiguousFormatError, FormatError
 from .format import FORMATS, Format, get_format
 from .graph_reader import GraphReader, Limits
+from .seekable import FrameDecoder, FrameSource
 from .sink import writer_for
 from .streams import Writer, buffer_of, parsing, sniff_ascii
 
@@ -104,20 +106,29 @@ def read_one(
 
 
 def read_detected(
-    buffer: Any, start: int, *, referenced: bool = True, limits: Limits | None = None
+    buffer: Any,
+    start: int,
+    *,
+    referenced: bool = True,
+    limits: Limits | None = None,
+    decoder_for_long: Callable[[int], BinaryDecoder] | None = None,
 ) -> Reading:
     """Read one value, telling ascii, binary (8-byte long) and b32 (4-byte long) apart.
 
     Ascii starts with a printed digit. For binary input both long sizes are tried; a reading
     that consumes the whole input wins, and when long size did not matter the result is the
     same either way. If both readings succeed and neither is exact, the input is ambiguous.
+    ``decoder_for_long`` makes the binary decoder for a long size (the lazy reader of a
+    compressed file passes its own; ``buffer`` then only serves the ascii sniff).
     """
     if sniff_ascii(buffer, start):
         return read_one(buffer, start, FORMATS["ascii"], referenced=referenced, limits=limits)
+    if decoder_for_long is None:
+        decoder_for_long = partial(BinaryDecoder, buffer, pos=start)
     readings: dict[str, Reading] = {}
     failures: dict[str, FormatError] = {}
     for fmt in (FORMATS["binary"], FORMATS["b32"]):
-        decoder = BinaryDecoder(buffer, fmt.long_size, start)
+        decoder = decoder_for_long(fmt.long_size)
         try:
             value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
         except FormatError as exc:
@@ -142,6 +153,45 @@ def read_detected(
     else:
         error.add_note(f"reading it as b32 (4-byte longs) failed too: {failures['b32']}")
     raise error
+
+
+def read_lazily(
+    buffer: Any, start: int, format: str | None, *, referenced: bool, limits: Limits
+) -> tuple[Reading, FrameSource] | None:
+    """One value from a seekable zstd input, decompressing only the frames of its records.
+
+    Tensors and storages come back as :mod:`~streamser.lazy` placeholders reading from the
+    returned :class:`FrameSource`. None when the input cannot be read that way (no seek table,
+    or ascii inside): the caller decompresses it whole instead.
+    """
+    view = memoryview(buffer).cast("B")[start:]
+    entries = read_seek_table(view)
+    if entries is None:
+        return None
+    source = FrameSource(view, entries, max_size=limits.max_decompressed)
+    head = bytes(source.read(0, min(1, source.size)))
+    fmt = get_format(format) if format is not None else None
+    if fmt.ascii if fmt is not None else sniff_ascii(head, 0):
+        return None
+    decoders: list[FrameDecoder] = []
+
+    def decoder_for_long(long_size: int) -> BinaryDecoder:
+        decoders.append(FrameDecoder(source, long_size))
+        return decoders[-1]
+
+    try:
+        if fmt is None:
+            reading = read_detected(
+                head, 0, referenced=referenced, limits=limits, decoder_for_long=decoder_for_long
+            )
+        else:
+            decoder = decoder_for_long(fmt.long_size)
+            value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
+            reading = Reading(value, fmt, decoder.pos, head)
+    finally:
+        for decoder in decoders:
+            decoder.close()
+    return reading, source
 
 
 def serialize(

@@ -12,6 +12,12 @@ followed by one skippable frame holding the seek table::
     footer = number of frames (u32), descriptor (u8, bit 7 = checksum flag: 0 here),
              0x8F92EAB1
 
+Frames hold at most ``frame_size`` bytes, and a big payload (half a frame or more: a storage's
+elements, arriving from the writer's sink in one piece) starts and ends on frame boundaries. So
+the records between storages sit in small frames of their own, and a lazy reader can parse the
+object graph, or read a tensor's rows, without decompressing frames it does not need. The seek
+table records each frame's size, so frames of several sizes are within the format.
+
 Readers recognise zstd input by its magic number whatever the file is called. Decompression is
 bounded: the declared size (seek table or frame header) is checked against ``max_size`` before
 anything is allocated, and an undeclared stream is cut off at ``max_size``.
@@ -76,6 +82,14 @@ class SeekableZstdWriter:
 
     def write(self, data: Any) -> None:
         view = memoryview(data).cast("B")
+        aligned = view.nbytes >= self._frame_size // 2
+        if aligned and self._frame:
+            self._submit()  # a big payload (a storage) starts a frame of its own...
+        self._append(view)
+        if aligned and self._frame:
+            self._submit()  # ...and ends one, so that the records after it start another
+
+    def _append(self, view: memoryview) -> None:
         while view.nbytes:
             room = self._frame_size - len(self._frame)
             self._frame += view[:room]

@@ -17,10 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from .api import deserialize, read_buffer, serialize_pieces
+from .api import deserialize, read_buffer, read_lazily, serialize_pieces
+from .compression import is_zstd
 from .errors import StreamserError
 from .format import Format
 from .graph_reader import Limits
+from .lazy import LazyArray, LazyStorage, materialize
+from .seekable import FrameSource
 from .streams import buffer_of
 from .tensors import address_of, class_for_array, element_of, root_of
 from .values import LuaTable, Storage, TorchObject
@@ -51,7 +54,7 @@ class TensorInfo:
 class TensorSlice:
     """One tensor of an open file; indexing it reads only the elements asked for."""
 
-    def __init__(self, array: np.ndarray[Any, Any]) -> None:
+    def __init__(self, array: np.ndarray[Any, Any] | LazyArray) -> None:
         self._array = array
 
     @property
@@ -67,7 +70,10 @@ class TensorSlice:
         return int(self._array.shape[0]) if self._array.ndim else 0
 
     def __getitem__(self, index: Any) -> np.ndarray[Any, Any]:
-        """A new array holding ``tensor[index]``; only those bytes of the file are read."""
+        """A new array holding ``tensor[index]``; only those bytes of the file are read
+        (of a compressed file, only the frames under them are decompressed)."""
+        if isinstance(self._array, LazyArray):
+            return self._array[index]
         return np.array(self._array[index])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
@@ -88,14 +94,29 @@ class T7File:
         with builtins.open(self.path, "rb") as fileobj:
             buffer, start, _ = buffer_of(fileobj, mmap=True)
         bounds = Limits.from_keywords(**limits)
-        reading = read_buffer(buffer, start, format, referenced=referenced, limits=bounds)
+        lazy = None
+        if is_zstd(buffer, start):
+            lazy = read_lazily(buffer, start, format, referenced=referenced, limits=bounds)
+        self._source: FrameSource | None = None
+        if lazy is not None:
+            reading, self._source = lazy
+            self.size = self._source.size
+        else:
+            reading = read_buffer(buffer, start, format, referenced=referenced, limits=bounds)
+            self.size = len(reading.buffer)
         self.root: Any = reading.value
         self.format: Format = reading.format
         self.compressed = reading.buffer is not buffer  # offsets are then in the plain stream
         self.end = reading.end  # where the value ends; a file may hold more after it
-        self.size = len(reading.buffer)
-        self._base = None if self.format.ascii else _address_of_buffer(reading.buffer)
+        plain = lazy is None and not self.format.ascii
+        self._base = _address_of_buffer(reading.buffer) if plain else None
         self._closed = False
+
+    @property
+    def lazy(self) -> bool:
+        """True for a compressed file read frame by frame (seekable zstd): its tensors are
+        read from the file when asked for, as new arrays, not views of a mapping."""
+        return self._source is not None
 
     # --- access ---------------------------------------------------------------------------
 
@@ -107,8 +128,13 @@ class T7File:
         """The value reached by following ``keys`` from the root; ``default`` if there is none.
 
         A string key that is not found is also tried as a number, so ``"3"`` reaches the
-        third entry of a Lua list.
+        third entry of a Lua list. In a lazily read compressed file the tensors of the result
+        are read now (only those: see :attr:`lazy`).
         """
+        value = self._find(keys, default)
+        return materialize(value) if self._source is not None else value
+
+    def _find(self, keys: tuple[Any, ...], default: Any) -> Any:
         value = self._root()
         for depth, key in enumerate(keys):
             value = _child(value, key)
@@ -119,9 +145,11 @@ class T7File:
                 return default
         return value
 
-    def _lookup(self, path: str | tuple[Any, ...]) -> Any:
+    def _lookup(self, path: str | tuple[Any, ...], *, read: bool = True) -> Any:
         keys = _split(path) if isinstance(path, str) else tuple(path)
-        return self.get(*keys, default=_MISSING)
+        if read:
+            return self.get(*keys, default=_MISSING)
+        return self._find(keys, _MISSING)
 
     def keys(self) -> list[Any]:
         root = self._root()
@@ -131,7 +159,7 @@ class T7File:
         if not isinstance(path, (str, tuple)):
             return False
         try:
-            self._lookup(path)
+            self._lookup(path, read=False)
         except KeyError:
             return False
         return True
@@ -141,16 +169,22 @@ class T7File:
 
         Tensors stay views of the mapping unless ``copy`` is set; then the subtree's tensors
         (and only those) are read into memory, and the result no longer depends on the file.
+        A lazily read compressed file always reads them (``copy`` changes nothing): the
+        whole file's storages in full, a subtree's over the elements its tensors reach.
         """
+        if self._source is not None:
+            return self[path] if path else materialize(self._root(), whole=True)
         value = self[path] if path else self._root()
         return _copied(value) if copy else value
 
     def get_slice(self, path: str | tuple[Any, ...]) -> TensorSlice:
         """A tensor whose rows can be read selectively: ``f.get_slice(p)[10:20]``."""
-        value = self[path]
+        value = self._lookup(path, read=False)
         if isinstance(value, Storage):
             value = value.array
-        if not isinstance(value, np.ndarray):
+        if isinstance(value, LazyStorage):
+            value = LazyArray(value, value.shape, (1,), 0)
+        if not isinstance(value, (np.ndarray, LazyArray)):
             raise TypeError(f"{path!r} is a {type(value).__name__}, not a tensor")
         return TensorSlice(value)
 
@@ -159,6 +193,8 @@ class T7File:
         return [self._info(path, item) for path, item in _arrays(self._root())]
 
     def _info(self, path: str, item: Any) -> TensorInfo:
+        if isinstance(item, LazyArray) or isinstance(getattr(item, "array", None), LazyStorage):
+            return _lazy_info(path, item)
         storage_typename = item.typename if isinstance(item, Storage) else None
         array: np.ndarray[Any, Any] = item.array if isinstance(item, Storage) else item
         root = root_of(array)
@@ -251,8 +287,33 @@ def _as_number(text: str) -> int | float | None:
 
 def _arrays(value: Any) -> Iterator[tuple[str, Any]]:
     for path, item, _depth, again in walk(value):
-        if not again and isinstance(item, (np.ndarray, Storage)):
+        if not again and isinstance(item, (np.ndarray, Storage, LazyArray)):
             yield path or "<root>", item
+
+
+def _lazy_info(path: str, item: LazyArray | Storage) -> TensorInfo:
+    """Index entry of a tensor of a lazily read compressed file (offsets in the plain stream)."""
+    storage: LazyStorage
+    shape: tuple[int, ...]
+    if isinstance(item, Storage):
+        storage = item.array  # type: ignore[assignment]  # a lazy storage, as tested above
+        typename, shape, offset = item.typename, storage.shape, 0
+    else:
+        storage = item.storage
+        cls = class_for_array(storage, element_of(storage.dtype), tensor=True)  # type: ignore[arg-type]
+        typename, shape, offset = cls.typename, item.shape, item.offset
+    nbytes = int(np.prod(shape, dtype=np.int64)) * storage.dtype.itemsize if shape else 0
+    placed = nbytes and storage.file_dtype == storage.dtype  # b32 Longs are widened on reading
+    return TensorInfo(
+        path=path,
+        typename=typename,
+        shape=tuple(shape),
+        dtype=storage.dtype,
+        nbytes=nbytes,
+        offset=storage.start + offset * storage.dtype.itemsize if placed else None,
+        storage_offset=storage.start if placed else None,
+        storage_nbytes=storage.count * storage.dtype.itemsize,
+    )
 
 
 def _copied(value: Any) -> Any:

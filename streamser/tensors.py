@@ -58,8 +58,13 @@ def tensor_view(
     """A view of ``storage`` with Torch geometry, after checking it stays inside the storage.
 
     ``offset`` is 0-based, in elements. A tensor without dimensions but with a storage (Torch's
-    0-d tensor, zero elements) becomes a size-0 view placed at its offset.
+    0-d tensor, zero elements) becomes a size-0 view placed at its offset. A storage that is
+    not an ndarray (the lazy storage of a compressed file) makes its own kind of view, after
+    the same checks (:func:`check_extent`).
     """
+    if not isinstance(storage, np.ndarray):
+        view: Array = storage.view(sizes, strides, offset, at)
+        return view
     n = storage.shape[0]
     if offset < 0 or offset > n:
         raise FormatError(f"tensor offset {offset} is outside its storage of {n} elements", at)
@@ -104,6 +109,35 @@ def tensor_view(
         )
     except (ValueError, TypeError, OverflowError) as exc:
         raise FormatError(f"tensor geometry cannot be viewed: {exc}", at) from None
+
+
+def check_extent(
+    n: int, sizes: tuple[int, ...], strides: tuple[int, ...], offset: int, at: int
+) -> tuple[int, int]:
+    """(first, end) elements a tensor reaches in a storage of ``n``, after the reader's checks.
+
+    ``end`` is one past the last element reached; a tensor with no elements has ``end == first``.
+    """
+    if offset < 0 or offset > n:
+        raise FormatError(f"tensor offset {offset} is outside its storage of {n} elements", at)
+    if len(sizes) > MAX_DIMS:
+        raise FormatError(f"tensor has {len(sizes)} dimensions; numpy allows {MAX_DIMS}", at)
+    last = offset
+    count = 1
+    for size, stride in zip(sizes, strides, strict=True):
+        if size < 0 or stride < 0:
+            raise FormatError(f"negative tensor size or stride in {sizes} / {strides}", at)
+        last += (size - 1) * stride
+        count *= size
+    if not sizes or count == 0:
+        return offset, offset
+    if last >= n:
+        raise FormatError(
+            f"tensor of size {list(sizes)} and stride {list(strides)} at offset {offset} "
+            f"reaches element {last} of a storage of {n}",
+            at,
+        )
+    return offset, last + 1
 
 
 # --- writing ---------------------------------------------------------------------------------

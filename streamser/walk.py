@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .lazy import LazyArray
 from .values import LuaFunction, LuaTable, Storage, TorchObject
 
 
@@ -40,7 +41,7 @@ def walk(value: Any) -> Iterator[tuple[str, Any, int, bool]]:
     while stack:
         path, item, depth = stack.pop()
         container = isinstance(
-            item, (LuaTable, Mapping, list, tuple, LuaFunction, np.ndarray, Storage)
+            item, (LuaTable, Mapping, list, tuple, LuaFunction, np.ndarray, Storage, LazyArray)
         )
         again = container and id(item) in seen
         yield path, item, depth, again
@@ -60,7 +61,7 @@ def tensors(value: Any) -> Iterator[tuple[str, np.ndarray[Any, Any]]]:
 
 def summary(value: Any) -> str:
     """One line for a value: class and shape for tensors, length for containers."""
-    if isinstance(value, np.ndarray):
+    if isinstance(value, (np.ndarray, LazyArray)):
         return f"{value.dtype} {list(value.shape)} ({value.nbytes:,} bytes)"
     if isinstance(value, Storage):
         return f"{value.typename} of {len(value)}"

@@ -20,3 +20,18 @@ def test_bench_smoke_run_passes() -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "streamser" in result.stdout
+
+
+def test_zstd_bench_smoke_run_passes() -> None:
+    """Every table of ``python -m bench.zstd``, a tensor read checked, memory under bound."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.zstd", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for heading in ("1. save", "2. lazy read", "3. peak", "4. byte shuffle"):
+        assert heading in result.stdout

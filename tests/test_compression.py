@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import shutil
 import struct
 import subprocess
@@ -63,12 +64,21 @@ def test_seekable_layout_follows_the_spec() -> None:
     assert descriptor == 0  # no checksum flag: each frame carries its own content checksum
     entries = read_seek_table(data)
     assert entries is not None
-    assert len(entries) == count == -(-len(plain) // (4 << 20))
+    assert len(entries) == count
     table_start = sum(c for c, _ in entries)
     assert struct.unpack_from("<II", data, table_start) == (SEEK_TABLE_MAGIC, 8 * count + 9)
-    assert [d for _, d in entries] == [4 << 20] * (count - 1) + [
-        len(plain) - (4 << 20) * (count - 1)
-    ]
+    sizes = [d for _, d in entries]
+    assert sum(sizes) == len(plain)
+    assert all(0 < size <= 4 << 20 for size in sizes)
+    # The storage's elements start and end on frame boundaries; the records around them sit in
+    # small frames of their own; and the payload is cut in whole 4 MiB frames.
+    starts = {0, *itertools.accumulate(sizes)}
+    header = plain.index(b"torch.LongStorage") + len(b"torch.LongStorage") + 8
+    assert header in starts
+    assert header + payload.nbytes in starts
+    assert sizes[0] == header
+    whole, rest = divmod(payload.nbytes, 4 << 20)
+    assert sizes[1:] == [4 << 20] * whole + [rest]  # the value ends with the payload
     pos = 0
     for frame, (compressed, size) in zip(_frames(data), entries, strict=True):
         params = zstandard.get_frame_parameters(frame)

@@ -1,0 +1,318 @@
+"""Tensors of a compressed file that are read when asked for, not when the file is opened.
+
+A tensor of a plain binary file is a view of the file's mapping; a compressed file has no such
+mapping, so its lazy reader (:class:`~streamser.seekable.FrameDecoder`) gives each storage a
+:class:`LazyStorage` (where its elements are in the plain stream) and each tensor a
+:class:`LazyArray` (its geometry over that storage). Neither holds any tensor data. They are
+turned into ordinary numpy arrays by :func:`materialize`, which reads each storage's needed
+elements once, so tensors that shared a storage share memory afterwards too; or row by row by
+:meth:`LazyArray.__getitem__`, which decompresses only the frames under the rows asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from .errors import FormatError
+from .format import CLASSES
+from .tensors import byte_view, check_extent, tensor_view
+from .values import LuaFunction, LuaTable, Storage, TorchObject, remember_class, remembered_class
+
+Array = np.ndarray[Any, Any]
+
+
+class LazyStorage:
+    """``count`` elements of a storage at byte ``start`` of a compressed file's plain stream."""
+
+    __slots__ = ("__weakref__", "count", "dtype", "file_dtype", "source", "start")
+
+    def __init__(
+        self, source: Any, start: int, count: int, file_dtype: np.dtype[Any], dtype: np.dtype[Any]
+    ) -> None:
+        self.source = source  # a FrameSource
+        self.start = start
+        self.count = count
+        self.file_dtype = file_dtype  # as stored (b32 Longs: 4 bytes)
+        self.dtype = dtype  # as loaded
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.count,)
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.file_dtype.itemsize
+
+    def read(self, first: int = 0, end: int | None = None) -> Array:
+        """Elements ``first:end`` as a new array (only their frames are decompressed)."""
+        end = self.count if end is None else end
+        itemsize = self.file_dtype.itemsize
+        array = np.empty(end - first, dtype=self.file_dtype)
+        self.source.read_into(self.start + first * itemsize, byte_view(array))
+        return array if self.file_dtype == self.dtype else array.astype(self.dtype)
+
+    def view(
+        self, sizes: tuple[int, ...], strides: tuple[int, ...], offset: int, at: int
+    ) -> LazyArray:
+        """A tensor of this storage, checked as :func:`~streamser.tensors.tensor_view` checks."""
+        check_extent(self.count, sizes, strides, offset, at)
+        if math.prod(sizes) * self.dtype.itemsize > sys.maxsize:  # as numpy refuses to view it
+            raise FormatError(f"tensor geometry cannot be viewed: {list(sizes)} is too big", at)
+        if not sizes:  # Torch's 0-d tensor: no elements, as a size-0 array (as when mapped)
+            return LazyArray(self, (0,), (1,), offset)
+        return LazyArray(self, sizes, strides, offset)
+
+    def __repr__(self) -> str:
+        return f"LazyStorage({self.dtype}, {self.count} elements at byte {self.start})"
+
+
+class LazyArray:
+    """A tensor of a compressed file: shape, dtype and where its elements are, but no data.
+
+    ``np.asarray(lazy)`` reads it whole; ``lazy[10:20]`` reads only those rows.
+    """
+
+    __slots__ = ("__weakref__", "offset", "shape", "storage", "strides")
+
+    def __init__(
+        self,
+        storage: LazyStorage,
+        shape: tuple[int, ...],
+        strides: tuple[int, ...],
+        offset: int,
+    ) -> None:
+        self.storage = storage
+        self.shape = shape
+        self.strides = strides  # in elements, as Torch counts them
+        self.offset = offset  # in elements, 0-based
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.storage.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def span(self) -> tuple[int, int]:
+        """(first, end) storage elements this tensor reaches."""
+        return check_extent(self.storage.count, self.shape, self.strides, self.offset, 0)
+
+    def view_of(self, piece: Array, first: int) -> Array:
+        """This tensor as a view of ``piece``, which holds storage elements from ``first``."""
+        if first + piece.shape[0] < self.offset:  # an empty tensor past the piece read
+            return np.empty(self.shape or (0,), dtype=self.dtype)
+        return tensor_view(piece, self.shape, self.strides, self.offset - first, 0)
+
+    def read(self) -> Array:
+        """The tensor as an array; it holds only the storage elements the tensor reaches."""
+        first, end = self.span()
+        return self.view_of(self.storage.read(first, end), first)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Array:
+        array = self.read()
+        return array if dtype is None else array.astype(dtype)
+
+    def __getitem__(self, index: Any) -> Array:
+        """``lazy[index]`` as a new array, reading only the rows the index selects."""
+        head, rest = (index[0], index[1:]) if isinstance(index, tuple) and index else (index, ())
+        if not self.shape or not isinstance(head, (int, np.integer, slice)):
+            return np.array(self.read()[index])
+        rows = range(self.shape[0])[head]
+        if isinstance(rows, int):
+            return np.array(self._rows(rows, rows + 1).read()[(0, *rest)])
+        if len(rows) == 0:
+            return np.array(np.empty(self.shape, self.dtype)[index])
+        low, high = min(rows[0], rows[-1]), max(rows[0], rows[-1])
+        local = slice(rows.start - low, None if rows.stop - low < 0 else rows.stop - low, rows.step)
+        return np.array(self._rows(low, high + 1).read()[(local, *rest)])
+
+    def _rows(self, start: int, stop: int) -> LazyArray:
+        return LazyArray(
+            self.storage,
+            (stop - start, *self.shape[1:]),
+            self.strides,
+            self.offset + start * self.strides[0],
+        )
+
+    def __repr__(self) -> str:
+        return f"LazyArray({self.dtype}, shape={list(self.shape)})"
+
+
+def materialize(value: Any, *, whole: bool = False) -> Any:
+    """``value`` with every lazy tensor and storage read into memory.
+
+    Each storage is read once and its tensors become views of that one array, so sharing
+    survives; tables, objects and functions are copied (the lazy originals are left alone),
+    keeping identity, sharing and cycles. A storage is read over the span its tensors in
+    ``value`` reach, or entirely with ``whole`` (what loading the plain file gives, and what a
+    byte-exact rewrite needs).
+    """
+    spans: dict[int, list[Any]] = {}  # id(LazyStorage) -> [storage, first, end]
+    for item in _reachable(value):
+        if isinstance(item, LazyArray):
+            first, end = item.span()
+            storage = item.storage
+        elif isinstance(item, Storage) and isinstance(item.array, LazyStorage):
+            storage, first, end = item.array, 0, item.array.count
+        else:
+            continue
+        if whole:
+            first, end = 0, storage.count
+        if end > first:
+            span = spans.setdefault(id(storage), [storage, first, end])
+            span[1], span[2] = min(span[1], first), max(span[2], end)
+    pieces = {
+        key: (first, _read_remembering(storage, first, end))
+        for key, (storage, first, end) in spans.items()
+    }
+
+    def leaf(item: Any) -> Any:
+        if isinstance(item, LazyArray):
+            first, piece = pieces.get(id(item.storage), (0, None))
+            if piece is None:
+                return np.empty(item.shape or (0,), dtype=item.dtype)
+            return item.view_of(piece, first)
+        if isinstance(item, Storage) and isinstance(item.array, LazyStorage):
+            found = pieces.get(id(item.array))
+            array = found[1] if found is not None else np.empty(0, dtype=item.array.dtype)
+            return Storage._make(array, CLASSES[item.typename])
+        return _NOT_A_LEAF
+
+    return _copy_graph(value, leaf)
+
+
+def _read_remembering(storage: LazyStorage, first: int, end: int) -> Array:
+    """Read elements of ``storage``, carrying over a CUDA class remembered for it."""
+    array = storage.read(first, end)
+    cls = remembered_class(storage)  # type: ignore[arg-type]  # remembered by identity
+    if cls is not None:
+        remember_class(array, cls)
+    return array
+
+
+_NOT_A_LEAF = object()
+_END = object()
+
+
+def _reachable(value: Any) -> Iterator[Any]:
+    """Every value reachable from ``value``, each container once (cycles allowed)."""
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        yield item
+        slots = _slots(item)
+        if slots is not None:
+            seen.add(id(item))
+            stack.extend(slots)
+
+
+def _slots(item: Any) -> list[Any] | None:
+    """The values a container holds, in order (a table's keys and values alternate)."""
+    if isinstance(item, LuaTable):
+        return [part for pair in item._entries.values() for part in pair]
+    if isinstance(item, TorchObject):
+        return [item.fields]
+    if isinstance(item, LuaFunction):
+        return [item.upvalues]
+    if isinstance(item, (LazyArray, Storage)):
+        return []
+    return None
+
+
+class _Copy:
+    """A container being copied: its new twin, the originals still to copy, a pending key."""
+
+    __slots__ = ("key", "new", "slots")
+
+    def __init__(self, new: Any, slots: list[Any]) -> None:
+        self.new = new
+        self.slots = iter(slots)
+        self.key: Any = _END
+
+    def take(self, copied: Any) -> None:
+        new = self.new
+        if isinstance(new, LuaTable):
+            if self.key is _END:
+                self.key = copied
+            else:
+                new[self.key] = copied
+                self.key = _END
+        elif isinstance(new, TorchObject):
+            new.fields = copied
+        else:
+            new.upvalues = copied
+
+
+def _copy_graph(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """Copy tables, objects and functions, mapping leaves through ``leaf``; iterative."""
+    memo: dict[int, Any] = {}
+
+    def begin(item: Any) -> tuple[Any, _Copy | None]:
+        found = memo.get(id(item), _END)
+        if found is not _END:
+            return found, None
+        new: Any
+        if isinstance(item, LuaTable):
+            new = LuaTable()
+        elif isinstance(item, TorchObject):
+            new = TorchObject(item.typename, None, item.version)
+        elif isinstance(item, LuaFunction):
+            new = LuaFunction(item.bytecode, None, tag=item.tag)
+        else:
+            new = leaf(item)
+            if new is _NOT_A_LEAF:
+                return item, None
+            memo[id(item)] = new
+            return new, None
+        memo[id(item)] = new
+        slots = _slots(item)
+        return new, _Copy(new, slots or [])
+
+    root, frame = begin(value)
+    stack = [frame] if frame is not None else []
+    while stack:
+        top = stack[-1]
+        child = next(top.slots, _END)
+        if child is _END:
+            stack.pop()
+            if stack:
+                stack[-1].take(top.new)
+            continue
+        copied, frame = begin(child)
+        if frame is None:
+            top.take(copied)
+        else:
+            stack.append(frame)
+    return root
+
+
+def lazy_items(value: Any) -> Iterator[Any]:
+    """Every lazy tensor and storage reachable from ``value``."""
+    for item in _reachable(value):
+        if isinstance(item, LazyArray) or (
+            isinstance(item, Storage) and isinstance(item.array, LazyStorage)
+        ):
+            yield item
+
+
+__all__ = ["LazyArray", "LazyStorage", "lazy_items", "materialize"]
