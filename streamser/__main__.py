@@ -141,7 +141,7 @@ def _convert(args: argparse.Namespace) -> int:
         progress = Progress(total, enabled=not args.quiet)
         save(
             args.output,
-            handle.root,
+            handle.load() if handle.lazy else handle.root,  # compressed: read in full first
             format=args.format,
             serial=args.serial,
             cast=args.cast,
@@ -177,7 +177,7 @@ def _dis(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     with streamser_open(args.file, format=args.format) as handle:
         checked = 0
-        for path, array in tensors(handle.root):
+        for path, array in handle.arrays():
             if array.size and not np.isfinite(np.sum(array, dtype=np.float64)):
                 print(f"note: {path} holds NaN or infinite values")
             checked += array.nbytes
@@ -193,7 +193,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     with streamser_open(args.file, format=args.format) as handle:
-        arrays = {path: np.asarray(array) for path, array in tensors(handle.root)}
+        arrays = {path: np.asarray(array) for path, array in handle.arrays()}
         np.savez(args.output, **arrays)  # type: ignore[arg-type]
     print(f"{args.output}: {len(arrays)} arrays")
     return 0

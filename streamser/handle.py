@@ -188,6 +188,17 @@ class T7File:
             raise TypeError(f"{path!r} is a {type(value).__name__}, not a tensor")
         return TensorSlice(value)
 
+    def arrays(self) -> Iterator[tuple[str, np.ndarray[Any, Any]]]:
+        """Every distinct tensor with its path, as an array; the tensors of a lazily read
+        compressed file are read one at a time, as the iteration reaches them."""
+        for path, item, _depth, again in walk(self._root()):
+            if again:
+                continue
+            if isinstance(item, np.ndarray):
+                yield path, item
+            elif isinstance(item, LazyArray):
+                yield path, item.read()
+
     def tensors(self) -> list[TensorInfo]:
         """Every tensor and standalone storage, with its path, type, shape and file offsets."""
         return [self._info(path, item) for path, item in _arrays(self._root())]

@@ -270,3 +270,24 @@ def _entries(data: Any) -> list[tuple[int, int]]:
     entries = read_seek_table(data)
     assert entries is not None
     return entries
+
+
+def test_command_line_on_a_lazy_file(
+    big: tuple[Path, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamser.__main__ import main
+
+    path, value = big
+    assert main(["verify", str(path)]) == 0
+    total = sum(array.nbytes for array in value.values())
+    assert f"{total:,} bytes of data read" in capsys.readouterr().out
+    assert main(["export", str(path), str(tmp_path / "x.npz")]) == 0
+    with np.load(tmp_path / "x.npz") as exported:
+        assert sorted(exported.files) == sorted(value)
+        assert np.array_equal(exported["w6"], value["w6"])
+    assert main(["convert", str(path), str(tmp_path / "plain.t7"), "--quiet"]) == 0
+    assert (tmp_path / "plain.t7").read_bytes() == streamser.serialize(value)
+    damaged = bytearray(path.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10  # inside some tensor's frames: found only by reading
+    (tmp_path / "damaged.zst").write_bytes(damaged)
+    assert main(["verify", str(tmp_path / "damaged.zst")]) == 2
