@@ -4,6 +4,10 @@ The reader is a small stack machine rather than a recursive descent, so that nes
 bounded by ``max_depth`` and never by Python's recursion limit. Each container is registered
 under its index *before* its children are read (as Torch7 does), which is what makes cycles and
 self-references load; a registered object is never replaced afterwards.
+
+For binary input the same machine runs in C when ``streamser._fastread`` is built (see
+:mod:`streamser.speedups`): it reads the common values and hands anything else over, having
+changed nothing, to the Python loop here, which stays the reference and raises every error.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import lru_cache
+from itertools import islice
 from typing import Any
 
 import numpy as np
 
-from .codecs import Decoder
+from .codecs import BinaryDecoder, Decoder
 from .errors import FormatError, LimitError, TruncatedError
 from .format import (
     CLASSES,
@@ -34,6 +39,7 @@ from .format import (
     TAG_TORCH,
     TorchClass,
 )
+from .speedups import compiled
 from .tensors import empty_tensor, tensor_view
 from .values import (
     LuaFunction,
@@ -48,6 +54,7 @@ from .values import (
 _VERSION = re.compile(rb"V (.*)", re.DOTALL)
 _PENDING = object()  # a handler pushed a frame: the value comes later
 _INCOMPLETE = object()  # registered index whose Python value does not exist yet
+_BAIL = object()  # the compiled loop handed the value over to the Python one
 
 
 @dataclass(frozen=True)
@@ -160,26 +167,50 @@ class GraphReader:
         self.objects: dict[int, Any] = {}
         self._indexed = 0  # tables, torch objects and functions read so far
         self._stack: list[_Frame] = []
-        self._dispatch: dict[int, Callable[[int], Any]] = {
-            TAG_NIL: self._read_nil,
-            TAG_NUMBER: self._read_number,
-            TAG_STRING: self._read_string,
-            TAG_TABLE: self._read_table,
-            TAG_TORCH: self._read_torch,
-            TAG_BOOLEAN: self._read_boolean,
-            TAG_FUNCTION_LEGACY: self._read_legacy_function,
-            TAG_FUNCTION_LEGACY_RECURSIVE: self._read_legacy_recursive_function,
-            TAG_FUNCTION: self._read_function,
-        }
+        # The compiled loop, for binary input only; FASTREAD is looked up here, per reader.
+        self._compiled = FASTREAD if type(decoder) is BinaryDecoder else None
 
     # --- the machine ------------------------------------------------------------------------
 
     def read_object(self) -> Any:
         with gc_paused():
+            if self._compiled is not None:
+                value = self._read_compiled(self._compiled)
+                if value is not _BAIL:
+                    return value
             return self._read_graph()
 
+    def _read_compiled(self, fast: Any) -> Any:
+        """The value as the compiled loop reads it, or ``_BAIL`` with the reader unchanged.
+
+        The C code adds new indices to ``objects`` and returns the decoder's and the reader's
+        counters; when it bails (or fails) the indices it added, the last ones in the dict's
+        order, are taken out again, so that the Python loop starts from the same state.
+        """
+        decoder, objects, limits = self.decoder, self.objects, self.limits
+        known = len(objects)
+        try:
+            result = fast.read(
+                decoder.buffer, decoder.pos, decoder.long_size, decoder.longs_read,
+                self._indexed, objects, self.referenced, limits.max_depth, decoder.max_string,
+                limits.max_table, limits.max_objects,
+            )  # fmt: skip
+        except BaseException:
+            self._forget_after(known)
+            raise
+        if result is None:
+            self._forget_after(known)
+            return _BAIL
+        value, decoder.pos, decoder.longs_read, self._indexed = result
+        return value
+
+    def _forget_after(self, known: int) -> None:
+        """Unregister the indices added after the first ``known`` ones."""
+        for index in list(islice(self.objects, known, None)):
+            del self.objects[index]
+
     def _read_graph(self) -> Any:
-        decoder, dispatch, stack = self.decoder, self._dispatch, self._stack
+        decoder, dispatch, stack = self.decoder, _DISPATCH, self._stack
         read_int = decoder.read_int
         stack.clear()
         value: Any
@@ -189,7 +220,7 @@ class GraphReader:
             handler = dispatch.get(tag)
             if handler is None:
                 raise FormatError(f"unknown type tag {tag}", at)
-            value = handler(at)
+            value = handler(self, at)
             while value is not _PENDING:
                 if not stack:
                     return value
@@ -363,6 +394,20 @@ class GraphReader:
         return Storage._make(array, cls)
 
 
+# Plain functions, not bound methods: a reader holding its own methods would be a reference
+# cycle, keeping everything it read (``objects``) alive until the cyclic collector runs.
+_DISPATCH: dict[int, Callable[[GraphReader, int], Any]] = {
+    TAG_NIL: GraphReader._read_nil,
+    TAG_NUMBER: GraphReader._read_number,
+    TAG_STRING: GraphReader._read_string,
+    TAG_TABLE: GraphReader._read_table,
+    TAG_TORCH: GraphReader._read_torch,
+    TAG_BOOLEAN: GraphReader._read_boolean,
+    TAG_FUNCTION_LEGACY: GraphReader._read_legacy_function,
+    TAG_FUNCTION_LEGACY_RECURSIVE: GraphReader._read_legacy_recursive_function,
+    TAG_FUNCTION: GraphReader._read_function,
+}
+
 _VERSIONS: dict[bytes, int | float] = {b"V %d" % n: n for n in range(10)}
 
 
@@ -391,6 +436,26 @@ def _class_name(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+def _configure_compiled() -> Any:
+    """``streamser._fastread`` given the types and helpers values are made of, or None."""
+    module = compiled("_fastread")
+    if module is None:
+        return None
+    elements = list(dict.fromkeys(cls.element for cls in CLASSES.values()))
+    module.configure(
+        LuaTable, TorchObject, Storage, _hash_key, remember_class, _class_name, _INCOMPLETE,
+        [
+            (
+                name, cls.typename, cls.is_tensor, cls.is_cuda, elements.index(cls.element),
+                cls.element.is_long, cls.element.dtype, cls.element.dtype.newbyteorder("="),
+                cls, CLASSES[cls.storage_typename],
+            )
+            for name, cls in _CLASS_BY_NAME.items()
+        ],
+    )  # fmt: skip
+    return module
+
+
 def _parse_version(text: bytes) -> int | float | None:
     """Lua's ``tonumber`` of the text after ``V ``, or None when it is not a finite number."""
     try:
@@ -398,3 +463,8 @@ def _parse_version(text: bytes) -> int | float | None:
     except ValueError:
         return None
     return number_value(value) if math.isfinite(value) else None
+
+
+# The compiled loop (None under STREAMSER_PURE=1 or without the build). Readers made while it is
+# None read in pure Python: tests set it to None to compare the two.
+FASTREAD: Any = _configure_compiled()

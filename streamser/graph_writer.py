@@ -5,6 +5,10 @@ Sharing follows Torch7's ``referenced`` rules: an object met again (same Python 
 storages, same root buffer) is written as a back-reference to its index, and the memo holds
 each object so that its ``id()`` cannot be reused while writing. With ``referenced=False``
 every occurrence is written in full and a cycle is an error instead of an endless file.
+
+For binary streams without a hook or cast, the loop runs in C (``streamser._fastwrite``) when
+it is built: it writes the common values itself and hands every other value to
+:meth:`GraphWriter._write_nested`, so this module stays the definition of the output.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import Encoder
+from .codecs import BinaryEncoder, Encoder
+from .codecs.binary import CHUNK_BYTES
 from .errors import UnsupportedValueError
 from .format import (
     CLASSES,
+    CPU_STORAGE,
+    CPU_TENSOR,
+    ELEMENT_BY_DTYPE,
     TAG_BOOLEAN,
     TAG_FUNCTION_LEGACY,
     TAG_NIL,
@@ -29,8 +37,23 @@ from .format import (
     TorchClass,
 )
 from .memo import IdentityMemo
+from .sink import DIRECT_THRESHOLD
+from .speedups import compiled
 from .tensors import Array, address_of, element_of, layout_of, root_of
-from .values import LuaFunction, LuaTable, Storage, TableStream, TorchObject, gc_paused
+from .values import (
+    _CLASS_OF_ROOT,
+    LuaFunction,
+    LuaTable,
+    Storage,
+    TableStream,
+    TorchObject,
+    gc_paused,
+)
+
+# The compiled loop, or None for pure Python (set it to None to compare the two).
+_FAST = compiled("_fastwrite")
+# Element types in the order of the compiled loop's header tables.
+_FAST_ELEMENTS = (("u", 1), ("i", 1), ("i", 2), ("i", 4), ("i", 8), ("f", 2), ("f", 4), ("f", 8))
 
 _KEY = object()  # label of a table key being written (for error paths)
 _Children = Iterator[tuple[Any, Any]]  # (label, value) pairs still to write
@@ -88,6 +111,7 @@ class GraphWriter:
         self._root_label = "<root>"
         self._headers: dict[tuple[str, int | float], bytes] = {}
         self._addresses = IdentityMemo()  # storage root arrays -> address of their memory
+        self._fast_config: tuple[Any, ...] | None = None  # the compiled loop's tables
         self._dispatch: dict[type, Callable[[Any], None]] = {
             type(None): self._write_nil,
             bool: self._write_boolean,
@@ -111,15 +135,58 @@ class GraphWriter:
 
     def write_object(self, value: Any) -> None:
         with gc_paused():
-            self._write_graph(value)
+            fast = _FAST
+            plain = self.hook is None and self.cast is None
+            if fast is not None and plain and type(self.encoder) is BinaryEncoder:
+                fast.write_graph(self, value, self._compiled_config())
+            else:
+                self._write_graph(value)
+
+    def _compiled_config(self) -> tuple[Any, ...]:
+        """Class headers by element type (None where Python must convert), long size, and
+        the size from which strings and arrays bypass the record buffer."""
+        config = self._fast_config
+        if config is None:
+            long_size = self.encoder.long_size
+            tensors: list[bytes | None] = []
+            storages: list[bytes | None] = []
+            for key in _FAST_ELEMENTS:
+                element = ELEMENT_BY_DTYPE[key]
+                if element.file_dtype(long_size) != element.dtype:  # b32 Longs are converted
+                    tensors.append(None)
+                    storages.append(None)
+                    continue
+                tensors.append(self._class_header(CPU_TENSOR[element.name].typename, 1))
+                storages.append(self._class_header(CPU_STORAGE[element.name].typename, 1))
+            threshold = min(DIRECT_THRESHOLD, CHUNK_BYTES)
+            config = (tuple(tensors), tuple(storages), long_size, threshold)
+            self._fast_config = config
+        return config
 
     def _write_graph(self, value: Any) -> None:
-        stack = self._stack
-        stack.clear()
+        self._stack.clear()
         self._active.clear()
         self._write_value(value)
+        self._run(0)
+
+    def _write_nested(self, value: Any) -> None:
+        """Write ``value`` and all it holds, above the frames already on the stack.
+
+        The compiled loop calls this for every value it does not write itself (with a frame on
+        the stack for each of its own), including the ones that raise an error.
+        """
+        stack = self._stack
+        if stack and stack[-1].label is _KEY and _invalid_key(value):
+            raise UnsupportedValueError(f"a Lua table key cannot be {value}", self.path())
+        base = len(stack)
+        self._write_value(value)
+        self._run(base)
+
+    def _run(self, base: int) -> None:
+        """Write the children of the frames above ``base`` until they are all written."""
+        stack = self._stack
         settle = self.encoder.settle
-        while stack:
+        while len(stack) > base:
             settle()
             frame = stack[-1]
             child = next(frame.children, None)
@@ -270,6 +337,10 @@ class GraphWriter:
         self._write_table(value, value.length, _pairs(value.consume()))
 
     def _write_class_header(self, typename: str, version: int | float) -> None:
+        self.encoder.write_encoded(self._class_header(typename, version))
+
+    def _class_header(self, typename: str, version: int | float) -> bytes:
+        """The encoded version and class-name strings of a torch object (cached)."""
         key = (typename, version)
         header = self._headers.get(key)
         if header is None:
@@ -278,7 +349,7 @@ class GraphWriter:
             name = typename.encode("utf-8", "surrogateescape")
             header = encoder.encode_string(version_text) + encoder.encode_string(name)
             self._headers[key] = header
-        self.encoder.write_encoded(header)
+        return header
 
     def _write_torch_object(self, value: TorchObject) -> None:
         if self._begin(TAG_TORCH, self._original, self._memo):
@@ -337,3 +408,7 @@ def _lua_number_text(value: int | float) -> bytes:
     if isinstance(value, int) or float(value).is_integer():
         return b"%d" % int(value)
     return b"%.14g" % value
+
+
+if _FAST is not None:
+    _FAST.setup(_Frame, _KEY, LuaTable, TorchObject, _CLASS_OF_ROOT)

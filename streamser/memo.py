@@ -6,6 +6,11 @@ but unbounded: a checkpoint streamed one tensor at a time would end up entirely 
 the memo holds objects *weakly* where Python allows it (numpy arrays, streamser's own values)
 and drops their entries the moment they die; plain ``dict``, ``list`` and ``tuple`` cannot be
 referenced weakly and are held until the memo is dropped.
+
+The callbacks that drop entries hold the memo weakly, so a memo and its entries make no reference
+cycle: dropping the memo frees them at once, without work for the cyclic garbage collector. The
+compiled writer (``streamser/_fastwrite.c``) reads and fills ``_entries`` directly, in this same
+layout: ``id(obj) -> (holder, value)``, one dict for the memo's life.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ _STRONG_ONLY: set[type] = {dict, list, tuple}  # types Python cannot reference w
 class IdentityMemo:
     """Maps live objects, by identity, to a value (an index, an address)."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("__weakref__", "_entries")
 
     def __init__(self) -> None:
         self._entries: dict[int, tuple[Any, Any]] = {}
@@ -31,14 +36,21 @@ class IdentityMemo:
 
     def put(self, obj: Any, value: Any) -> None:
         key = id(obj)
-        entries = self._entries
         holder: Any = obj  # not weakly referenceable: kept alive so that its id stays unique
         if type(obj) not in _STRONG_ONLY:
+            memo = weakref.ref(self)
             try:
-                holder = weakref.ref(obj, lambda _ref: entries.pop(key, None))
+                holder = weakref.ref(obj, lambda _ref: _forget(memo, key))
             except TypeError:
                 _STRONG_ONLY.add(type(obj))
-        entries[key] = (holder, value)
+        self._entries[key] = (holder, value)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _forget(memo: weakref.ref[IdentityMemo], key: int) -> None:
+    """Drop the entry of an object that died (if its memo is still alive)."""
+    alive = memo()
+    if alive is not None:
+        alive._entries.pop(key, None)
