@@ -24,6 +24,7 @@ from .graph_reader import GraphReader, Limits
 from .seekable import FrameDecoder, FrameSource
 from .sink import writer_for
 from .streams import Writer, buffer_of, parsing, sniff_ascii
+from .writeback import WriteBehindFile
 
 PathLike = str | os.PathLike[str]
 TEMP_SUFFIX = ".streamser-tmp"
@@ -283,7 +284,7 @@ def save(
     temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        with open(fd, "wb", buffering=0) as raw:
+        with WriteBehindFile(fd) as raw:
             sink = raw
             if compress is not None:
                 sink = _compressor(compress, writer_for(raw), level, threads)

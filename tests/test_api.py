@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import struct
 from pathlib import Path
@@ -295,3 +296,25 @@ def test_stream_booleans_byte_count_and_plain_dicts() -> None:
     assert table.to_dict() == {"a": 1, 2: "b"}
     del table["a"]
     assert list(table) == [2]
+
+
+def test_save_starts_write_back_as_it_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path save asks for write-back of each 32 MiB written, in order, never past the end."""
+    import streamser.writeback
+
+    calls: list[tuple[int, int]] = []
+    real = streamser.writeback._sync_file_range
+    assert real is not None  # Linux: the call exists on the project's machines
+
+    def recording(fd: int, start: int, count: int, flags: int) -> int:
+        calls.append((start, count))
+        return real(fd, start, count, flags)
+
+    monkeypatch.setattr(streamser.writeback, "_sync_file_range", recording)
+    value = {f"t{i}": np.full(5 << 20, i, np.float32) for i in range(5)}  # 100 MiB
+    path = tmp_path / "big.t7"
+    streamser.save(path, value)
+    assert path.read_bytes() == streamser.serialize(value)
+    assert len(calls) >= 2  # 100 MiB: at least every 32 MiB before the last
+    assert [start for start, _ in calls] == [0, *itertools.accumulate(c for _, c in calls)][:-1]
+    assert sum(count for _, count in calls) <= path.stat().st_size

@@ -1,0 +1,61 @@
+"""Write-behind for atomic saves: start the disk writes while the file is still being written.
+
+``save`` must fsync its temporary file before the rename, and an fsync at the end waits for
+every byte at once: the write and the disk take turns. Telling the kernel every 32 MiB to start
+writing back what has arrived so far (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``, which
+does not wait) lets the disk work while Python produces the rest, so the final fsync finds
+little left to do. Measured here on 1 GiB: write + fsync 0.67-0.88 s, with write-behind
+0.44-0.50 s. Where the call does not exist this is a plain unbuffered file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+STEP = 32 << 20  # bytes written between two write-back requests
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    result: Callable[[int, int, int, int], int] = function
+    return result
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+class WriteBehindFile(io.FileIO):
+    """An unbuffered file that asks the kernel to write back every ``STEP`` bytes written."""
+
+    def __init__(self, fd: int, mode: str = "wb") -> None:
+        super().__init__(fd, mode)
+        self._written = 0
+        self._requested = 0  # bytes already handed to write-back
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        count = super().write(data)
+        if count:
+            self._written += count
+            if self._written - self._requested >= STEP and _sync_file_range is not None:
+                _sync_file_range(
+                    self.fileno(),
+                    self._requested,
+                    self._written - self._requested,
+                    _SYNC_FILE_RANGE_WRITE,
+                )  # a failure only loses the head start: fsync still makes it durable
+                self._requested = self._written
+        return count
