@@ -9,7 +9,6 @@ leaves the target file exactly as it was.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import random
@@ -38,6 +37,7 @@ from streamser import (
     TruncatedError,
     UnsupportedValueError,
 )
+from streamser.writeback import WriteBehindFile
 
 CORPUS = Path(__file__).parent / "corpus"
 TEMP_SUFFIX = ".streamser-tmp"
@@ -986,9 +986,8 @@ def test_disk_full_mid_write_keeps_old_file(
 ) -> None:
     """The temporary file stops accepting bytes part-way (ENOSPC)."""
     path, before = _save_good(tmp_path)
-    real_open = open
 
-    class FullDisk(io.FileIO):
+    class FullDisk(WriteBehindFile):
         capacity = 100_000
 
         def write(self, data: Any) -> int:
@@ -997,12 +996,7 @@ def test_disk_full_mid_write_keeps_old_file(
                 raise OSError(28, "No space left on device")
             return super().write(data)
 
-    def open_full_disk(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if isinstance(file, int) and "w" in mode:
-            return FullDisk(file, "wb")
-        return real_open(file, mode, *args, **kwargs)
-
-    monkeypatch.setattr(streamser.api, "open", open_full_disk, raising=False)
+    monkeypatch.setattr(streamser.api, "WriteBehindFile", FullDisk)
     with pytest.raises(OSError, match="No space"):
         streamser.save(path, {"big": np.ones(1 << 20, dtype=np.float32)})
     monkeypatch.undo()
