@@ -77,6 +77,8 @@ class TensorSlice:
         return np.array(self._array[index])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
+        if isinstance(self._array, LazyArray):  # read once; the result is already new
+            return self._array.__array__(dtype)
         return np.array(self._array, dtype=dtype)
 
 

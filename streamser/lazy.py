@@ -127,21 +127,23 @@ class LazyArray:
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> Array:
         array = self.read()
-        return array if dtype is None else array.astype(dtype)
+        return array if dtype is None else array.astype(dtype, copy=False)
 
     def __getitem__(self, index: Any) -> Array:
         """``lazy[index]`` as a new array, reading only the rows the index selects."""
         head, rest = (index[0], index[1:]) if isinstance(index, tuple) and index else (index, ())
+        # The rows read are a fresh array: the result is copied again only if the index leaves
+        # it strided, so that it never keeps more of the storage alive than it shows.
         if not self.shape or not isinstance(head, (int, np.integer, slice)):
-            return np.array(self.read()[index])
+            return np.asarray(self.read()[index], order="C")
         rows = range(self.shape[0])[head]
         if isinstance(rows, int):
-            return np.array(self._rows(rows, rows + 1).read()[(0, *rest)])
+            return np.asarray(self._rows(rows, rows + 1).read()[(0, *rest)], order="C")
         if len(rows) == 0:
             return np.array(np.empty(self.shape, self.dtype)[index])
         low, high = min(rows[0], rows[-1]), max(rows[0], rows[-1])
         local = slice(rows.start - low, None if rows.stop - low < 0 else rows.stop - low, rows.step)
-        return np.array(self._rows(low, high + 1).read()[(local, *rest)])
+        return np.asarray(self._rows(low, high + 1).read()[(local, *rest)], order="C")
 
     def _rows(self, start: int, stop: int) -> LazyArray:
         return LazyArray(
@@ -306,13 +308,4 @@ def _copy_graph(value: Any, leaf: Callable[[Any], Any]) -> Any:
     return root
 
 
-def lazy_items(value: Any) -> Iterator[Any]:
-    """Every lazy tensor and storage reachable from ``value``."""
-    for item in _reachable(value):
-        if isinstance(item, LazyArray) or (
-            isinstance(item, Storage) and isinstance(item.array, LazyStorage)
-        ):
-            yield item
-
-
-__all__ = ["LazyArray", "LazyStorage", "lazy_items", "materialize"]
+__all__ = ["LazyArray", "LazyStorage", "materialize"]

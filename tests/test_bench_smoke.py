@@ -9,9 +9,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_smoke_run_passes() -> None:
+def _run_module(module: str) -> str:
+    """``python -m <module> --smoke`` from the repository root; its output, which must succeed."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke"],
+        [sys.executable, "-m", module, "--smoke"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -19,19 +20,15 @@ def test_bench_smoke_run_passes() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "streamser" in result.stdout
+    return result.stdout
+
+
+def test_bench_smoke_run_passes() -> None:
+    assert "streamser" in _run_module("bench")
 
 
 def test_zstd_bench_smoke_run_passes() -> None:
     """Every table of ``python -m bench.zstd``, a tensor read checked, memory under bound."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.zstd", "--smoke"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = _run_module("bench.zstd")
     for heading in ("1. save", "2. lazy read", "3. peak", "4. byte shuffle"):
-        assert heading in result.stdout
+        assert heading in output
