@@ -17,10 +17,12 @@ from .errors import (
     TruncatedError,
     UnsupportedValueError,
 )
-from .format import FORMATS
 from .handle import T7File, TensorInfo, open
+from .spec.format import FORMATS
 from .streams import Reader, Writer
-from .values import LuaFunction, LuaTable, Storage, TableStream, TorchObject
+from .tools import serial as serial
+from .tools.serial import add_serial_fields
+from .values.lua import LuaFunction, LuaTable, Storage, TableStream, TorchObject
 
 __version__ = "0.1.0"
 
@@ -42,6 +44,7 @@ __all__ = [
     "UnsupportedValueError",
     "Writer",
     "__version__",
+    "add_serial_fields",
     "deserialize",
     "load",
     "open",

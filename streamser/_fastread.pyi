@@ -1,4 +1,4 @@
-"""Types of the compiled graph reader (``_fastread.c``); see ``streamser.graph_reader``."""
+"""Types of the compiled graph reader (``_fastread.c``); see ``streamser.graph.reader``."""
 
 from collections.abc import Callable
 from typing import Any

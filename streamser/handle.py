@@ -17,17 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from .api import deserialize, read_buffer, read_lazily, serialize_pieces
-from .compression import is_zstd
+from .api import deserialize, serialize_pieces
 from .errors import StreamserError
-from .format import Format
-from .graph_reader import Limits
-from .lazy import LazyArray, LazyStorage, materialize
-from .seekable import FrameSource
-from .streams import buffer_of
-from .tensors import address_of, class_for_array, element_of, root_of
-from .values import LuaTable, Storage, TorchObject
-from .walk import walk
+from .graph.loading import read_buffer, read_lazily
+from .graph.walk import walk
+from .io.arrays import address_of, root_of
+from .io.compression import is_zstd
+from .io.mapping import buffer_of
+from .io.seekable import FrameSource
+from .spec.format import Format, element_of
+from .spec.limits import Limits
+from .values.lazy import LazyArray, LazyStorage, materialize
+from .values.lua import LuaTable, Storage, TorchObject
+from .values.tensors import class_for_array
 
 _MISSING = object()
 

@@ -300,17 +300,17 @@ def test_stream_booleans_byte_count_and_plain_dicts() -> None:
 
 def test_save_starts_write_back_as_it_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A path save asks for write-back of each 32 MiB written, in order, never past the end."""
-    import streamser.writeback
+    import streamser.io.writeback
 
     calls: list[tuple[int, int]] = []
-    real = streamser.writeback._sync_file_range
+    real = streamser.io.writeback._sync_file_range
     assert real is not None  # Linux: the call exists on the project's machines
 
     def recording(fd: int, start: int, count: int, flags: int) -> int:
         calls.append((start, count))
         return real(fd, start, count, flags)
 
-    monkeypatch.setattr(streamser.writeback, "_sync_file_range", recording)
+    monkeypatch.setattr(streamser.io.writeback, "_sync_file_range", recording)
     value = {f"t{i}": np.full(5 << 20, i, np.float32) for i in range(5)}  # 100 MiB
     path = tmp_path / "big.t7"
     streamser.save(path, value)

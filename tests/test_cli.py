@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import streamser
-from streamser.__main__ import main
+from streamser.cli.main import main
 
 CORPUS = Path(__file__).parent / "corpus"
 

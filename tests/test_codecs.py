@@ -7,7 +7,7 @@ import pytest
 
 import streamser
 from streamser.codecs.ascii import _TEXT_CHUNK, AsciiDecoder
-from streamser.format import ELEMENTS
+from streamser.spec.format import ELEMENTS
 
 
 def _storage(values: bytes, count: int, name: bytes = b"torch.DoubleStorage") -> bytes:

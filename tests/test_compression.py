@@ -15,8 +15,8 @@ import pytest
 import zstandard
 
 import streamser
-from streamser.__main__ import main
-from streamser.compression import (
+from streamser.cli.main import main
+from streamser.io.compression import (
     SEEK_TABLE_MAGIC,
     SEEKABLE_MAGIC,
     SeekableZstdWriter,

@@ -27,6 +27,7 @@ from support import deadline
 
 import streamser
 import streamser.api
+import streamser.io.atomic
 from streamser import (
     AmbiguousFormatError,
     FormatError,
@@ -37,7 +38,7 @@ from streamser import (
     TruncatedError,
     UnsupportedValueError,
 )
-from streamser.writeback import WriteBehindFile
+from streamser.io.writeback import WriteBehindFile
 
 CORPUS = Path(__file__).parent / "corpus"
 TEMP_SUFFIX = ".streamser-tmp"
@@ -752,7 +753,7 @@ def test_max_depth_through_load(tmp_path: Path) -> None:
 def test_default_depth_limit_on_crafted_nesting() -> None:
     """A crafted file nesting beyond the default limit stops with a LimitError, never a
     RecursionError or MemoryError."""
-    depth = streamser.api.Limits.max_depth + 1
+    depth = streamser.spec.limits.Limits.max_depth + 1
     # each level: table tag, index, 1 entry, key 1, then the next level as the value
     levels = (i32(3, index, 1) + number(1) for index in range(1, depth + 1))
     data = b"".join(levels) + i32(3, depth + 1, 0)
@@ -961,7 +962,7 @@ def test_fsync_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.Monkey
     def failing_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(streamser.api.os, "fsync", failing_fsync)
+    monkeypatch.setattr(streamser.io.atomic.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="Input/output"):
         streamser.save(path, {"other": 1})
     monkeypatch.undo()
@@ -974,7 +975,7 @@ def test_rename_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.Monke
     def failing_replace(src: Any, dst: Any) -> None:
         raise OSError(18, "Invalid cross-device link")
 
-    monkeypatch.setattr(streamser.api.os, "replace", failing_replace)
+    monkeypatch.setattr(streamser.io.atomic.os, "replace", failing_replace)
     with pytest.raises(OSError, match="cross-device"):
         streamser.save(path, {"other": 1})
     monkeypatch.undo()
@@ -996,7 +997,7 @@ def test_disk_full_mid_write_keeps_old_file(
                 raise OSError(28, "No space left on device")
             return super().write(data)
 
-    monkeypatch.setattr(streamser.api, "WriteBehindFile", FullDisk)
+    monkeypatch.setattr(streamser.io.atomic, "WriteBehindFile", FullDisk)
     with pytest.raises(OSError, match="No space"):
         streamser.save(path, {"big": np.ones(1 << 20, dtype=np.float32)})
     monkeypatch.undo()

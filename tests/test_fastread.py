@@ -25,11 +25,13 @@ from test_errors import FUZZ_FILES, mutate
 from test_properties import values, views
 
 import streamser
-from streamser import LuaFunction, LuaTable, Storage, TorchObject, graph_reader, speedups
+from streamser import LuaFunction, LuaTable, Storage, TorchObject, speedups
 from streamser.codecs import BinaryDecoder
-from streamser.graph_reader import GraphReader, Limits
-from streamser.tensors import address_of, root_of
-from streamser.values import _IDENTITY_KEY, remembered_class
+from streamser.graph import reader as graph_reader
+from streamser.graph.reader import GraphReader
+from streamser.io.arrays import address_of, root_of
+from streamser.spec.limits import Limits
+from streamser.values.lua import _IDENTITY_KEY, remembered_class
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 BINARY_FILES = sorted(p for p in CORPUS.glob("*.t7") if ".ascii." not in p.name)

@@ -25,8 +25,9 @@ from hypothesis.extra import numpy as hnp
 from test_corpus import CASES, Case
 
 import streamser
-from streamser import LuaFunction, LuaTable, Storage, TableStream, TorchObject, graph_writer
-from streamser.graph_writer import GraphWriter
+from streamser import LuaFunction, LuaTable, Storage, TableStream, TorchObject
+from streamser.graph import writer as graph_writer
+from streamser.graph.writer import GraphWriter
 from streamser.speedups import PURE, compiled
 
 DTYPES = ["u1", "i1", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8", ">f4", ">i8", "?", "u2", "c8"]

@@ -26,9 +26,10 @@ from support import deadline
 
 import streamser
 import streamser.api
-import streamser.sink
+import streamser.io.atomic
+import streamser.io.sink
 from streamser import LuaTable
-from streamser.writeback import WriteBehindFile
+from streamser.io.writeback import WriteBehindFile
 
 TEMP_SUFFIX = ".streamser-tmp"
 MiB = 1 << 20
@@ -133,8 +134,8 @@ def install_faults(monkeypatch: pytest.MonkeyPatch, plan: FaultPlan) -> None:
             count = max(1, count // 2)
         return real_copy(src, dst, count, offset_src, *rest)
 
-    monkeypatch.setattr(streamser.api, "WriteBehindFile", FaultyFile)
-    monkeypatch.setattr(streamser.sink.os, "copy_file_range", faulty_copy)
+    monkeypatch.setattr(streamser.io.atomic, "WriteBehindFile", FaultyFile)
+    monkeypatch.setattr(streamser.io.sink.os, "copy_file_range", faulty_copy)
 
 
 def run_child(script: str, *args: str) -> subprocess.Popen[bytes]:
@@ -275,7 +276,7 @@ def test_kernel_copy_failing_part_way_is_finished_by_writes(
             return real_copy(src, dst, min(count, stop_after), offset_src, *rest)
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(streamser.sink.os, "copy_file_range", copy_then_fail)
+    monkeypatch.setattr(streamser.io.sink.os, "copy_file_range", copy_then_fail)
     path = tmp_path / "model.t7"
     streamser.save(path, value)
     monkeypatch.undo()
@@ -366,7 +367,9 @@ def test_sigkill_mid_save_keeps_old_file(tmp_path: Path) -> None:
 
         wait_until(grown, 60, "the child's temporary file to grow past 192 MiB")
         assert_old_file_intact(path, before)  # mid-save, the old file is untouched
-        assert streamser.api.remove_stale_temporaries(path) == [], "removed a live save's file"
+        assert streamser.io.atomic.remove_stale_temporaries(path) == [], (
+            "removed a live save's file"
+        )
         assert growing_temp(), "the live save's temporary file was removed"
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)

@@ -20,11 +20,11 @@ from test_errors import CRAFTED
 
 import streamser
 from streamser import FormatError, LimitError, StreamserError
-from streamser.api import read_lazily
-from streamser.compression import SeekableZstdWriter
-from streamser.graph_reader import Limits
-from streamser.lazy import LazyArray
-from streamser.seekable import DEFAULT_CACHE_BYTES, FrameDecoder, FrameSource
+from streamser.graph.loading import read_lazily
+from streamser.io.compression import SeekableZstdWriter
+from streamser.io.seekable import DEFAULT_CACHE_BYTES, FrameDecoder, FrameSource
+from streamser.spec.limits import Limits
+from streamser.values.lazy import LazyArray
 
 MiB = 1 << 20
 
@@ -133,7 +133,7 @@ def test_parsing_releases_frames_behind_it() -> None:
     """The sparse mapping holds only the frames under the current record."""
     value = {f"t{i}": np.full(300_000, i, np.float32) for i in range(40)}  # 1.2 MB apart
     data = packed(streamser.serialize(value), frame_size=256 << 10)
-    from streamser.compression import read_seek_table
+    from streamser.io.compression import read_seek_table
 
     entries = read_seek_table(data)
     assert entries is not None
@@ -148,7 +148,7 @@ def test_parsing_releases_frames_behind_it() -> None:
         high_water = max(high_water, len(decoder._filled))
 
     decoder._ready = watched  # type: ignore[method-assign]
-    loaded = streamser.graph_reader.GraphReader(decoder).read_object()
+    loaded = streamser.graph.reader.GraphReader(decoder).read_object()
     decoder.close()
     assert high_water <= 2
     assert source.frames_decompressed <= 2 * 40 + 1
@@ -273,7 +273,7 @@ def test_plain_zstd_and_ascii_inside_are_read_whole(tmp_path: Path) -> None:
 
 
 def _entries(data: Any) -> list[tuple[int, int]]:
-    from streamser.compression import read_seek_table
+    from streamser.io.compression import read_seek_table
 
     entries = read_seek_table(data)
     assert entries is not None
@@ -283,7 +283,7 @@ def _entries(data: Any) -> list[tuple[int, int]]:
 def test_command_line_on_a_lazy_file(
     big: tuple[Path, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from streamser.__main__ import main
+    from streamser.cli.main import main
 
     path, value = big
     assert main(["verify", str(path)]) == 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import streamser
-from streamser.graph_reader import Limits
+from streamser.spec.limits import Limits
 
 CORPUS = Path(__file__).parent / "corpus"
 

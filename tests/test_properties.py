@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 import streamser
 from streamser import LuaTable
-from streamser.walk import walk
+from streamser.graph.walk import walk
 
 FORMATS = ["binary", "ascii", "b32"]
 DTYPES = ["u1", "i1", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8"]

@@ -10,8 +10,8 @@ import pytest
 
 import streamser
 from streamser import LuaTable, Storage, TorchObject
-from streamser.serial import add_serial_fields, fields_to_empty, is_module
-from streamser.walk import walk
+from streamser.graph.walk import walk
+from streamser.tools.serial import add_serial_fields, fields_to_empty, is_module
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -129,7 +129,8 @@ def test_bad_mode_is_refused() -> None:
 def test_modes_shrink_files(fmt: str) -> None:
     original = streamser.load(CORPUS / f"nn_seq.{fmt}.t7")
     sizes = [
-        len(streamser.serialize(original, fmt, serial=mode)) for mode in streamser.serial.MODES
+        len(streamser.serialize(original, fmt, serial=mode))
+        for mode in streamser.tools.serial.MODES
     ]
     assert sizes[0] > sizes[1] > sizes[2]
     assert sizes[0] == (CORPUS / f"nn_seq.{fmt}.t7").stat().st_size
@@ -216,7 +217,7 @@ def test_opencv_runs_light_and_medium_models_identically(tmp_path: Path, fmt: st
     rng = np.random.default_rng(0)
     image = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
     outputs = []
-    for mode in streamser.serial.MODES:
+    for mode in streamser.tools.serial.MODES:
         path = tmp_path / f"{mode}.t7"
         streamser.save(path, model, fmt, serial=mode)
         net = cv2.dnn.readNetFromTorch(str(path), isBinary=fmt == "binary")

@@ -102,14 +102,14 @@ def _big_memmap(path: Path, mode: str) -> np.memmap[Any, Any]:
 
 def test_shared_memmap_goes_through_the_kernel(tmp_path: Path, monkeypatch: Any) -> None:
     calls: list[int] = []
-    real = streamser.sink.os.copy_file_range
+    real = streamser.io.sink.os.copy_file_range
 
     def counting(*args: Any) -> int:
         calls.append(args[2])
         result: int = real(*args)
         return result
 
-    monkeypatch.setattr(streamser.sink.os, "copy_file_range", counting)
+    monkeypatch.setattr(streamser.io.sink.os, "copy_file_range", counting)
     source = _big_memmap(tmp_path / "raw.bin", "r+")
     source[4, :3] = -1.0  # an edit still in the page cache: the kernel copy sees it
     streamser.save(tmp_path / "k.t7", {"w": source})
@@ -121,7 +121,7 @@ def test_shared_memmap_goes_through_the_kernel(tmp_path: Path, monkeypatch: Any)
 
 def test_copy_on_write_memmap_is_written_from_memory(tmp_path: Path, monkeypatch: Any) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(streamser.sink.os, "copy_file_range", lambda *a: calls.append(1) or 0)
+    monkeypatch.setattr(streamser.io.sink.os, "copy_file_range", lambda *a: calls.append(1) or 0)
     source = _big_memmap(tmp_path / "raw.bin", "c")
     source[0, 0] = 42.0  # private to this process: the file still says 0
     streamser.save(tmp_path / "c.t7", {"w": source})

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..format import Format
-from ..sink import Sink
+from ..io.sink import Sink
+from ..spec.format import Format
 from .ascii import AsciiDecoder, AsciiEncoder
 from .binary import BinaryDecoder, BinaryEncoder
 

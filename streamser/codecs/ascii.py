@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from ..cast import convert_chunk
 from ..errors import FormatError, LimitError, TruncatedError
-from ..format import ElementType
-from ..sink import Sink
-from ..tensors import byte_view, iter_chunks
+from ..io.arrays import byte_view, iter_chunks
+from ..io.sink import Sink
+from ..spec.format import ElementType
 from .binary import CHUNK_BYTES
+from .convert import convert_chunk
 
 _WHITESPACE = b" \t\n\r\v\f"
 _TOKEN = re.compile(rb"[ \t\n\r\v\f]*([^ \t\n\r\v\f]+)")

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..cast import convert_chunk
 from ..errors import FormatError, LimitError, TruncatedError, UnsupportedValueError
-from ..format import INT32_MAX, INT32_MIN, ElementType
-from ..sink import DIRECT_THRESHOLD, Sink
-from ..tensors import byte_view, file_region, iter_chunks
+from ..io.arrays import byte_view, file_region, iter_chunks
+from ..io.sink import DIRECT_THRESHOLD, Sink
+from ..spec.format import INT32_MAX, INT32_MIN, ElementType
+from .convert import convert_chunk
 
 _INT = struct.Struct("<i")
 _TWO_INTS = struct.Struct("<ii")

@@ -12,36 +12,18 @@ view, negative or unaligned strides, ``compact=True``) is written as its own com
 
 from __future__ import annotations
 
-import mmap
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from .errors import FormatError, UnsupportedValueError
-from .format import CLASSES, CPU_STORAGE, CPU_TENSOR, ELEMENT_BY_DTYPE, ElementType, TorchClass
-from .values import remembered_class
+from ..errors import FormatError
+from ..io.arrays import Array, address_of, root_of
+from ..spec.format import CLASSES, CPU_STORAGE, CPU_TENSOR, ElementType, TorchClass, element_of
+from .lua import remembered_class
 
-Array = np.ndarray[Any, Any]
 MAX_DIMS = 64  # numpy's limit on dimensions; Torch7 files in practice stay far below it
-
-
-def element_of(dtype: np.dtype[Any], path: str = "") -> ElementType:
-    element = ELEMENT_BY_DTYPE.get((dtype.kind, dtype.itemsize))
-    if element is None or dtype.kind not in "uif":
-        raise UnsupportedValueError(
-            f"numpy dtype {dtype} has no Torch7 tensor type (use uint8, int8, int16, int32, "
-            "int64, float16, float32 or float64)",
-            path,
-        )
-    return element
-
-
-def default_class(dtype: np.dtype[Any], *, tensor: bool, path: str = "") -> TorchClass:
-    element = element_of(dtype, path)
-    return (CPU_TENSOR if tensor else CPU_STORAGE)[element.name]
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -155,14 +137,6 @@ class TensorLayout:
     storage_data: Array | None  # elements of the storage, in order (any memory layout)
 
 
-def root_of(array: Array) -> Array:
-    """The ndarray that owns (or first wraps) the memory ``array`` views."""
-    root = array
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    return root
-
-
 def _flat_memory(root: Array) -> Array | None:
     """The root's memory as a flat array in memory order, or None if it is not contiguous."""
     if root.ndim == 1 and root.flags.c_contiguous:
@@ -182,15 +156,10 @@ def class_for_array(root: Array, element: ElementType, *, tensor: bool) -> Torch
     return (CPU_TENSOR if tensor else CPU_STORAGE)[element.name]
 
 
-def address_of(array: Array) -> int:
-    """Where ``array``'s first element sits in memory."""
-    return int(array.__array_interface__["data"][0])
-
-
 def layout_of(array: Array, *, compact: bool = False, addresses: Any = None) -> TensorLayout:
     """Decide how ``array`` is written: as a view of its root's storage, or compactly.
 
-    ``addresses`` (an :class:`~streamser.memo.IdentityMemo`) caches the address of each root's
+    ``addresses`` (an :class:`~streamser.graph.memo.IdentityMemo`) caches the address of each root's
     memory for a writer that meets many views of the same storages.
     """
     element = element_of(array.dtype)
@@ -257,57 +226,3 @@ def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
         strides.append(step)
         step *= size
     return tuple(reversed(strides))
-
-
-def file_region(array: Array) -> tuple[str, int] | None:
-    """(path, byte offset) of a contiguous array that is a shared mapping of a file.
-
-    Only ``np.memmap`` arrays mapped shared (modes r, r+, w+) qualify: there the page cache is
-    the file's content, so a kernel copy of the file sees exactly the array's bytes, edits
-    included. Copy-on-write mappings (mode c) may differ from their file and never qualify.
-    """
-    mapped: Any = array
-    while isinstance(mapped, np.ndarray) and not isinstance(mapped.base, mmap.mmap):
-        mapped = mapped.base
-    if not isinstance(mapped, np.memmap) or mapped.mode not in ("r", "r+", "w+"):
-        return None
-    filename = getattr(mapped, "filename", None)
-    if not filename:
-        return None
-    return str(filename), int(mapped.offset) + address_of(array) - address_of(mapped)
-
-
-def byte_view(array: Array) -> memoryview:
-    """The bytes of a contiguous array, without copying them."""
-    view: memoryview = memoryview(array.data).cast("B")  # type: ignore[arg-type,unused-ignore]
-    return view
-
-
-def iter_chunks(array: Array, max_bytes: int) -> Iterator[Array]:
-    """C-order pieces of ``array``, each contiguous and at most about ``max_bytes``.
-
-    A contiguous array yields views; a strided one yields bounded copies, one block of rows at a
-    time, so a huge non-contiguous view is never copied whole.
-    """
-    if array.flags.c_contiguous:
-        flat = array.reshape(-1)
-        step = max(1, max_bytes // max(1, array.itemsize))
-        for start in range(0, flat.shape[0], step):
-            yield flat[start : start + step]
-        return
-    if array.nbytes <= max_bytes or array.ndim <= 1:
-        if array.ndim <= 1 and array.nbytes > max_bytes:
-            step = max(1, max_bytes // max(1, array.itemsize))
-            for start in range(0, array.shape[0], step):
-                yield np.ascontiguousarray(array[start : start + step])
-            return
-        yield np.ascontiguousarray(array).reshape(-1)
-        return
-    row_bytes = array[0].nbytes if array.shape[0] else 1
-    rows = max_bytes // max(1, row_bytes)
-    if rows >= 1:
-        for start in range(0, array.shape[0], rows):
-            yield np.ascontiguousarray(array[start : start + rows]).reshape(-1)
-    else:
-        for index in range(array.shape[0]):
-            yield from iter_chunks(array[index], max_bytes)

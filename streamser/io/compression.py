@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from .errors import FormatError, LimitError, TruncatedError
+from ..errors import FormatError, LimitError, TruncatedError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SEEK_TABLE_MAGIC = 0x184D2A5E

@@ -1,7 +1,7 @@
 """Tensors of a compressed file that are read when asked for, not when the file is opened.
 
 A tensor of a plain binary file is a view of the file's mapping; a compressed file has no such
-mapping, so its lazy reader (:class:`~streamser.seekable.FrameDecoder`) gives each storage a
+mapping, so its lazy reader (:class:`~streamser.io.seekable.FrameDecoder`) gives each storage a
 :class:`LazyStorage` (where its elements are in the plain stream) and each tensor a
 :class:`LazyArray` (its geometry over that storage). Neither holds any tensor data. They are
 turned into ordinary numpy arrays by :func:`materialize`, which reads each storage's needed
@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FormatError
-from .format import CLASSES
-from .tensors import byte_view, check_extent, tensor_view
-from .values import LuaFunction, LuaTable, Storage, TorchObject, remember_class, remembered_class
+from ..errors import FormatError
+from ..io.arrays import byte_view
+from ..spec.format import CLASSES
+from .lua import LuaFunction, LuaTable, Storage, TorchObject, remember_class, remembered_class
+from .tensors import check_extent, tensor_view
 
 Array = np.ndarray[Any, Any]
 
@@ -59,7 +60,7 @@ class LazyStorage:
     def view(
         self, sizes: tuple[int, ...], strides: tuple[int, ...], offset: int, at: int
     ) -> LazyArray:
-        """A tensor of this storage, checked as :func:`~streamser.tensors.tensor_view` checks."""
+        """A tensor of this storage, checked as :func:`.tensors.tensor_view` checks."""
         check_extent(self.count, sizes, strides, offset, at)
         if math.prod(sizes) * self.dtype.itemsize > sys.maxsize:  # as numpy refuses to view it
             raise FormatError(f"tensor geometry cannot be viewed: {list(sizes)} is too big", at)

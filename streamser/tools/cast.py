@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .format import CLASSES, CPU_STORAGE, CPU_TENSOR, ELEMENT_BY_DTYPE, TorchClass
-from .values import LuaTable, TorchObject
+from ..spec.format import CLASSES, CPU_STORAGE, CPU_TENSOR, ELEMENT_BY_DTYPE, TorchClass
+from ..values.lua import LuaTable, TorchObject
 
 Cast = Callable[[TorchClass], TorchClass]
-_HALF_NAN = np.uint16(0x7FFF)  # Torch7's float-to-half conversion turns every NaN into this
 
 
 def resolve_cast(spec: str | Mapping[str, str] | None) -> Cast | None:
@@ -112,12 +111,3 @@ def retype_hook(cast: Cast) -> Callable[[Any], Any]:
         return TorchObject(value.typename, fields, value.version)
 
     return retype
-
-
-def convert_chunk(chunk: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
-    """``chunk`` in ``dtype``, as Torch7 converts: wrapping integers, NaN halves as 0x7fff."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        converted = chunk.astype(dtype)
-    if dtype.kind == "f" and dtype.itemsize == 2 and chunk.dtype.kind == "f":
-        converted.view(np.uint16)[np.isnan(chunk)] = _HALF_NAN
-    return converted

@@ -12,21 +12,17 @@ changed nothing, to the Python loop here, which stays the reference and raises e
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from functools import lru_cache
 from itertools import islice
 from typing import Any
 
 import numpy as np
 
-from .codecs import BinaryDecoder, Decoder
-from .errors import FormatError, LimitError, TruncatedError
-from .format import (
+from ..codecs import BinaryDecoder, Decoder
+from ..errors import FormatError, LimitError, TruncatedError
+from ..spec.format import (
     CLASSES,
-    MAX_EXACT_INT,
     TAG_BOOLEAN,
     TAG_FUNCTION,
     TAG_FUNCTION_LEGACY,
@@ -39,9 +35,10 @@ from .format import (
     TAG_TORCH,
     TorchClass,
 )
-from .speedups import compiled
-from .tensors import empty_tensor, tensor_view
-from .values import (
+from ..spec.grammar import decode_string, number_value, read_class_header
+from ..spec.limits import Limits, limit_error
+from ..speedups import compiled
+from ..values.lua import (
     LuaFunction,
     LuaTable,
     Storage,
@@ -50,64 +47,11 @@ from .values import (
     gc_paused,
     remember_class,
 )
+from ..values.tensors import empty_tensor, tensor_view
 
-_VERSION = re.compile(rb"V (.*)", re.DOTALL)
 _PENDING = object()  # a handler pushed a frame: the value comes later
 _INCOMPLETE = object()  # registered index whose Python value does not exist yet
 _BAIL = object()  # the compiled loop handed the value over to the Python one
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on what one read may build, each overridable by its keyword in ``load``,
-    ``deserialize``, ``open`` and ``Reader``; the error for a limit names its keyword.
-
-    Every length is also checked against the bytes that exist before anything is allocated;
-    these bounds are for inputs that are long *and* hostile. Real checkpoints (the corpus, a
-    model of 100,000 modules) stay far inside them.
-    """
-
-    max_depth: int = 100_000  # nested tables / objects / functions
-    max_string: int = 1 << 30  # bytes in one Lua string
-    max_table: int = 1 << 26  # entries in one table
-    max_objects: int = 1 << 26  # tables, torch objects and functions in one value
-    max_decompressed: int = 64 << 30  # bytes a zstd-compressed input may expand to
-
-    @classmethod
-    def from_keywords(cls, **values: int) -> Limits:
-        """Limits from keyword arguments, refusing names that are not limits."""
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TypeError(
-                f"unknown limit {unknown[0]!r}; the limits are {', '.join(sorted(known))}"
-            )
-        for name, value in values.items():
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
-        return cls(**values)
-
-
-def limit_error(what: str, keyword: str, limit: int, at: int) -> LimitError:
-    return LimitError(
-        f"{what} is over {keyword}={limit:,}; pass a larger {keyword}= if the file is trusted", at
-    )
-
-
-def decode_string(raw: bytes) -> str | bytes:
-    """Lua strings are bytes; valid UTF-8 comes back as ``str``, anything else as ``bytes``."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw
-
-
-def number_value(value: float) -> int | float:
-    """Integral doubles within 2**53 become ``int`` (except -0.0, which keeps its sign)."""
-    exact = value.is_integer() and -MAX_EXACT_INT <= value <= MAX_EXACT_INT
-    if exact and (value or math.copysign(1.0, value) > 0):
-        return int(value)
-    return value
 
 
 class _TableFrame:
@@ -408,24 +352,6 @@ _DISPATCH: dict[int, Callable[[GraphReader, int], Any]] = {
     TAG_FUNCTION: GraphReader._read_function,
 }
 
-_VERSIONS: dict[bytes, int | float] = {b"V %d" % n: n for n in range(10)}
-
-
-def read_class_header(decoder: Decoder) -> tuple[int | float, bytes]:
-    """A torch object's version and raw class name, as Torch7's ``readObject`` reads them.
-
-    The first string is ``"V <n>"``; when it is not, it *is* the class name and the version is
-    0 (files older than versioning).
-    """
-    first = decoder.read_string()
-    version = _VERSIONS.get(first)  # the usual "V 1", without a regular expression
-    if version is None:
-        match = _VERSION.fullmatch(first)
-        version = _parse_version(match.group(1)) if match else None
-        if version is None:
-            return 0, first
-    return version, decoder.read_string()
-
 
 _CLASS_BY_NAME: dict[bytes, TorchClass] = {name.encode(): cls for name, cls in CLASSES.items()}
 
@@ -454,15 +380,6 @@ def _configure_compiled() -> Any:
         ],
     )  # fmt: skip
     return module
-
-
-def _parse_version(text: bytes) -> int | float | None:
-    """Lua's ``tonumber`` of the text after ``V ``, or None when it is not a finite number."""
-    try:
-        value = float(int(text, 16)) if text.strip().lower().startswith(b"0x") else float(text)
-    except ValueError:
-        return None
-    return number_value(value) if math.isfinite(value) else None
 
 
 # The compiled loop (None under STREAMSER_PURE=1 or without the build). Readers made while it is

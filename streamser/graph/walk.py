@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .lazy import LazyArray
-from .values import LuaFunction, LuaTable, Storage, TorchObject
+from ..values.lazy import LazyArray
+from ..values.lua import LuaFunction, LuaTable, Storage, TorchObject
 
 
 def _join(path: str, key: Any) -> str:

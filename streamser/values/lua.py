@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .format import CLASSES, TorchClass
+from ..spec.format import CLASSES, TorchClass, default_class
 
 _BOOL_KEY = object()  # marks boolean keys so that True and 1 stay apart
 _IDENTITY_KEY = object()  # marks reference-typed keys, compared by identity
@@ -237,8 +237,6 @@ class Storage:
         array = np.asarray(array)
         if array.ndim != 1:
             raise ValueError(f"a storage is one-dimensional, got shape {array.shape}")
-        from .tensors import default_class  # deferred: tensors imports this module
-
         self.array: np.ndarray[Any, Any] = array
         self.typename = typename or default_class(array.dtype, tensor=False).typename
         remember_class(array, CLASSES[self.typename])
@@ -292,7 +290,7 @@ class TableStream:
 
     def consume(self) -> Iterator[tuple[Any, Any]]:
         """The entries, checked against ``length``; a second call is an error."""
-        from .errors import UnsupportedValueError
+        from ..errors import UnsupportedValueError
 
         items, self._items = self._items, None
         if items is None:

@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .memo import IdentityMemo
-from .tensors import element_of, empty_tensor, root_of
-from .values import LuaTable, TorchObject, remember_class, remembered_class
+from ..graph.memo import IdentityMemo
+from ..io.arrays import root_of
+from ..spec.format import element_of
+from ..values.lua import LuaTable, TorchObject, remember_class, remembered_class
+from ..values.tensors import empty_tensor
 
 MODES = ("heavy", "medium", "light")
 MODULE_PREFIXES = ("nn.", "cudnn.", "cunn.", "dpnn.", "nngraph.", "rnn.")

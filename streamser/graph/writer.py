@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import BinaryEncoder, Encoder
-from .codecs.binary import CHUNK_BYTES
-from .errors import UnsupportedValueError
-from .format import (
+from ..codecs import BinaryEncoder, Encoder
+from ..codecs.binary import CHUNK_BYTES
+from ..errors import UnsupportedValueError
+from ..io.arrays import Array, address_of, root_of
+from ..io.sink import DIRECT_THRESHOLD
+from ..spec.format import (
     CLASSES,
     CPU_STORAGE,
     CPU_TENSOR,
@@ -35,12 +37,10 @@ from .format import (
     TAG_TABLE,
     TAG_TORCH,
     TorchClass,
+    element_of,
 )
-from .memo import IdentityMemo
-from .sink import DIRECT_THRESHOLD
-from .speedups import compiled
-from .tensors import Array, address_of, element_of, layout_of, root_of
-from .values import (
+from ..speedups import compiled
+from ..values.lua import (
     _CLASS_OF_ROOT,
     LuaFunction,
     LuaTable,
@@ -49,6 +49,8 @@ from .values import (
     TorchObject,
     gc_paused,
 )
+from ..values.tensors import layout_of
+from .memo import IdentityMemo
 
 # The compiled loop, or None for pure Python (set it to None to compare the two).
 _FAST = compiled("_fastwrite")

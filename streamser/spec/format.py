@@ -56,9 +56,11 @@ Readers skip white space before a number and take one newline, if present, after
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
+
+from ..errors import UnsupportedValueError
 
 # Type tags of the object stream.
 TAG_NIL: Final = 0
@@ -219,3 +221,19 @@ def get_format(name: str) -> Format:
     except (KeyError, TypeError):
         choices = ", ".join(repr(n) for n in FORMATS)
         raise ValueError(f"unknown format {name!r}: expected one of {choices}") from None
+
+
+def element_of(dtype: np.dtype[Any], path: str = "") -> ElementType:
+    element = ELEMENT_BY_DTYPE.get((dtype.kind, dtype.itemsize))
+    if element is None or dtype.kind not in "uif":
+        raise UnsupportedValueError(
+            f"numpy dtype {dtype} has no Torch7 tensor type (use uint8, int8, int16, int32, "
+            "int64, float16, float32 or float64)",
+            path,
+        )
+    return element
+
+
+def default_class(dtype: np.dtype[Any], *, tensor: bool, path: str = "") -> TorchClass:
+    element = element_of(dtype, path)
+    return (CPU_TENSOR if tensor else CPU_STORAGE)[element.name]

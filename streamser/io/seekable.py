@@ -10,7 +10,7 @@ byte of the plain stream is found by bisection and decompressed alone. Two reade
   lazily: it sees the whole plain stream through a *sparse* anonymous mapping, fills in only the
   frames that records are read from, and gives those pages back to the system once parsing has
   moved on. Storage elements are never decompressed while parsing: ``read_array`` returns a
-  :class:`~streamser.lazy.LazyStorage` that knows where they are.
+  :class:`~streamser.values.lazy.LazyStorage` that knows where they are.
 
 Every frame is checked as it is decompressed: its header's content size against the seek
 table's, its length against the table's, and its content checksum by zstd itself. A damaged
@@ -27,10 +27,10 @@ from typing import Any
 
 import zstandard
 
-from .codecs.binary import BinaryDecoder
+from ..codecs.binary import BinaryDecoder
+from ..errors import FormatError, TruncatedError
+from ..spec.format import ElementType
 from .compression import MAX_FRAME_SIZE, ZSTD_MAGIC, _too_big
-from .errors import FormatError, TruncatedError
-from .format import ElementType
 
 DEFAULT_CACHE_BYTES = 32 << 20  # decompressed frames kept for small reads
 _UNKNOWN_SIZE = zstandard.CONTENTSIZE_UNKNOWN
@@ -246,7 +246,7 @@ class FrameDecoder(BinaryDecoder):
 
     def read_array(self, element: ElementType, count: int) -> Any:
         """A :class:`LazyStorage` for the elements; they are checked to exist, not read."""
-        from .lazy import LazyStorage  # deferred: lazy imports this module
+        from ..values.lazy import LazyStorage  # deferred: lazy imports this module
 
         file_dtype = element.file_dtype(self.long_size)
         nbytes = count * file_dtype.itemsize

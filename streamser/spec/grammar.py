@@ -8,13 +8,16 @@ the reader's error, with the offset.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .codecs import Decoder
-from .errors import FormatError
+from ..codecs import Decoder
+from ..errors import FormatError
 from .format import (
     CLASSES,
+    MAX_EXACT_INT,
     TAG_BOOLEAN,
     TAG_FUNCTION,
     TAG_FUNCTION_LEGACY,
@@ -26,7 +29,6 @@ from .format import (
     TAG_TABLE,
     TAG_TORCH,
 )
-from .graph_reader import decode_string, number_value, read_class_header
 
 
 @dataclass(frozen=True)
@@ -120,3 +122,50 @@ def describe(record: Record) -> str:
     name = TAG_NAMES.get(record.tag, str(record.tag))
     index = f"#{record.index}" if record.index is not None else ""
     return f"{record.offset:>10}: {'  ' * record.depth}{name:<12} {index:<6} {record.summary}"
+
+
+_VERSION = re.compile(rb"V (.*)", re.DOTALL)
+
+
+def decode_string(raw: bytes) -> str | bytes:
+    """Lua strings are bytes; valid UTF-8 comes back as ``str``, anything else as ``bytes``."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def number_value(value: float) -> int | float:
+    """Integral doubles within 2**53 become ``int`` (except -0.0, which keeps its sign)."""
+    exact = value.is_integer() and -MAX_EXACT_INT <= value <= MAX_EXACT_INT
+    if exact and (value or math.copysign(1.0, value) > 0):
+        return int(value)
+    return value
+
+
+_VERSIONS: dict[bytes, int | float] = {b"V %d" % n: n for n in range(10)}
+
+
+def read_class_header(decoder: Decoder) -> tuple[int | float, bytes]:
+    """A torch object's version and raw class name, as Torch7's ``readObject`` reads them.
+
+    The first string is ``"V <n>"``; when it is not, it *is* the class name and the version is
+    0 (files older than versioning).
+    """
+    first = decoder.read_string()
+    version = _VERSIONS.get(first)  # the usual "V 1", without a regular expression
+    if version is None:
+        match = _VERSION.fullmatch(first)
+        version = _parse_version(match.group(1)) if match else None
+        if version is None:
+            return 0, first
+    return version, decoder.read_string()
+
+
+def _parse_version(text: bytes) -> int | float | None:
+    """Lua's ``tonumber`` of the text after ``V ``, or None when it is not a finite number."""
+    try:
+        value = float(int(text, 16)) if text.strip().lower().startswith(b"0x") else float(text)
+    except ValueError:
+        return None
+    return number_value(value) if math.isfinite(value) else None

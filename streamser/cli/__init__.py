@@ -1,0 +1,1 @@
+"""The ``streamser`` command line."""

@@ -1,0 +1,301 @@
+"""The ``streamser`` command line: demo, show, info, convert, dis, verify, export.
+
+``streamser demo`` saves a small model-like checkpoint, loads it back lazily and prints it;
+``info`` prints a file's tree and tensor index (instantly, from the lazy index); ``convert``
+rewrites a file in another format, serialization mode or type; ``dis`` lists the record stream
+for debugging damaged files; ``verify`` reads everything and checks every bound; ``export``
+writes every tensor to an ``.npz``. Errors print one line with the byte offset and exit with
+status 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import load, save
+from ..codecs import decoder_for
+from ..errors import FormatError, StreamserError
+from ..graph.walk import outline, tensors
+from ..handle import TensorInfo
+from ..handle import open as streamser_open
+from ..spec.detect import sniff_ascii
+from ..spec.format import get_format
+from ..spec.grammar import describe, iter_records
+
+
+def demo_checkpoint(seed: int = 0) -> dict[str, Any]:
+    """A small model-like value: two linear layers, a view sharing a weight, training state."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(0, 0.02, (64, 32)).astype(np.float32)
+    w2 = rng.normal(0, 0.02, (10, 64)).astype(np.float32)
+    return {
+        "model": {
+            "layers": [
+                {"weight": w1, "bias": np.zeros(64, np.float32)},
+                {"weight": w2, "bias": np.zeros(10, np.float32)},
+            ],
+            "first_rows": w1[:4],  # a view: written as a tensor of w1's storage
+        },
+        "epoch": 12,
+        "learning_rate": 0.01,
+        "name": "demo-mlp",
+    }
+
+
+def _demo(args: argparse.Namespace) -> int:
+    folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="streamser-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    value = demo_checkpoint()
+    for fmt in ("binary", "ascii"):
+        path = folder / f"demo.{fmt}.t7"
+        started = time.perf_counter()
+        save(path, value, format=fmt)
+        saved = time.perf_counter() - started
+        started = time.perf_counter()
+        loaded = load(path)
+        opened = time.perf_counter() - started
+        print(
+            f"{path}: {path.stat().st_size:,} bytes, saved in {saved * 1e3:.1f} ms, "
+            f"loaded in {opened * 1e3:.1f} ms ({fmt}, format detected)"
+        )
+    print()
+    print(outline(loaded))
+    first = dict(tensors(loaded))
+    shared = np.shares_memory(first["model.layers[1].weight"], first["model.first_rows"])
+    print(f"\nmodel.first_rows shares memory with model.layers[1].weight: {shared}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    value = load(args.file, format=args.format)
+    print(outline(value, max_lines=args.max_lines))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    with streamser_open(args.file, format=args.format) as handle:
+        tensors = handle.tensors()
+        storages = {(t.storage_offset, t.storage_nbytes) for t in tensors if t.storage_offset}
+        data_bytes = sum(nbytes for _, nbytes in storages) or sum(t.nbytes for t in tensors)
+        summary = {
+            "file": str(args.file),
+            "format": handle.format.name,
+            "file_bytes": Path(args.file).stat().st_size,
+            "tensors": len(tensors),
+            "storages": len(storages),
+            "tensor_bytes": data_bytes,
+        }
+        if args.json:
+            rows = [_tensor_json(info) for info in tensors]
+            print(json.dumps({**summary, "tensor_index": rows}, indent=1))
+            return 0
+        print(
+            f"{args.file}: {handle.format.name}, {len(tensors)} tensors in {len(storages)} "
+            f"storages, {data_bytes:,} bytes of tensor data in {summary['file_bytes']:,} bytes"
+        )
+        print()
+        print(outline(handle.root, max_lines=args.max_lines))
+        print()
+        _print_tensor_table(tensors)
+    return 0
+
+
+def _tensor_json(info: TensorInfo) -> dict[str, Any]:
+    return {
+        "path": info.path,
+        "typename": info.typename,
+        "shape": list(info.shape),
+        "dtype": str(info.dtype),
+        "nbytes": info.nbytes,
+        "offset": info.offset,
+        "storage_offset": info.storage_offset,
+        "storage_nbytes": info.storage_nbytes,
+    }
+
+
+def _print_tensor_table(tensors: list[TensorInfo]) -> None:
+    owners: dict[int | None, str] = {}
+    width = max([len(info.path) for info in tensors] + [4])
+    print(f"{'path':<{width}}  {'class':<24} {'shape':<18} {'bytes':>12} {'offset':>12}  shares")
+    for info in tensors:
+        owner = owners.setdefault(info.storage_offset, info.path) if info.storage_offset else None
+        shared = f"storage of {owner}" if owner and owner != info.path else ""
+        offset = "" if info.offset is None else f"{info.offset:,}"
+        print(
+            f"{info.path:<{width}}  {info.typename:<24} {list(info.shape)!s:<18} "
+            f"{info.nbytes:>12,} {offset:>12}  {shared}"
+        )
+
+
+def _convert(args: argparse.Namespace) -> int:
+    with streamser_open(args.input, format=args.input_format) as handle:
+        total = sum(info.nbytes for info in handle.tensors())
+        progress = Progress(total, enabled=not args.quiet)
+        save(
+            args.output,
+            handle.load() if handle.lazy else handle.root,  # compressed: read in full first
+            format=args.format,
+            serial=args.serial,
+            cast=args.cast,
+            hook=progress.hook,
+            compress=args.compress,
+            level=args.level,
+            threads=args.threads,
+        )
+        progress.close()
+    before, after = Path(args.input).stat().st_size, Path(args.output).stat().st_size
+    print(f"{args.input} ({before:,} bytes) -> {args.output} ({after:,} bytes, {args.format})")
+    return 0
+
+
+def _dis(args: argparse.Namespace) -> int:
+    data = Path(args.file).read_bytes()
+    fmt = args.format or ("ascii" if sniff_ascii(data, 0) else "binary")
+    decoder = decoder_for(get_format(fmt), data)
+    shown = 0
+    for record in iter_records(decoder):
+        print(describe(record))
+        shown += 1
+        if args.max_records and shown >= args.max_records:
+            print("...")
+            return 0
+    left = decoder.remaining()
+    print(f"{decoder.pos:>10}: end of value ({shown} records, {fmt})")
+    if left:
+        print(f"{decoder.pos:>10}: {left} more bytes follow")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    with streamser_open(args.file, format=args.format) as handle:
+        checked = 0
+        for path, array in handle.arrays():
+            if array.size and not np.isfinite(np.sum(array, dtype=np.float64)):
+                print(f"note: {path} holds NaN or infinite values")
+            checked += array.nbytes
+        count = len(handle.tensors())
+        name = handle.format.name
+        trailing = handle.size - handle.end
+    if trailing:
+        print(f"{args.file}: {trailing} bytes follow the value (at byte {handle.end})")
+        return 1
+    print(f"{args.file}: OK ({name}, {count} tensors, {checked:,} bytes of data read)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    with streamser_open(args.file, format=args.format) as handle:
+        arrays = {path: np.asarray(array) for path, array in handle.arrays()}
+        np.savez(args.output, **arrays)  # type: ignore[arg-type]
+    print(f"{args.output}: {len(arrays)} arrays")
+    return 0
+
+
+class Progress:
+    """Bytes of tensor data written: a tqdm bar on a terminal, plain counts otherwise."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.total = total
+        self.done = 0
+        self._bar: Any = None
+        self._enabled = enabled and total > (64 << 20)  # only long runs get a progress report
+        self._next_report = 0
+        if self._enabled and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]  # optional
+
+                self._bar = tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr)
+            except ImportError:
+                self._bar = None
+
+    def hook(self, value: Any) -> Any:
+        if self._enabled and isinstance(value, np.ndarray):
+            self.done += value.nbytes
+            if self._bar is not None:
+                self._bar.update(value.nbytes)
+            elif self.done >= self._next_report:
+                print(f"{self.done:,} / {self.total:,} bytes", file=sys.stderr)
+                self._next_report = self.done + max(self.total // 10, 1)
+        return value
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamser", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    formats = ["binary", "ascii", "b32", "b64"]
+
+    demo = commands.add_parser("demo", help="save and lazily load a small built-in checkpoint")
+    demo.add_argument("--dir", help="folder for the demo files (default: a new temporary one)")
+    demo.set_defaults(run=_demo)
+
+    show = commands.add_parser("show", help="print the outline of a .t7 file")
+    show.add_argument("file")
+    show.add_argument("--format", choices=formats)
+    show.add_argument("--max-lines", type=int, default=200)
+    show.set_defaults(run=_show)
+
+    info = commands.add_parser(
+        "info", help="tree, tensors, sharing and totals, from the lazy index"
+    )
+    info.add_argument("file")
+    info.add_argument("--format", choices=formats)
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--max-lines", type=int, default=200)
+    info.set_defaults(run=_info)
+
+    convert = commands.add_parser("convert", help="rewrite a file in another format or mode")
+    convert.add_argument("input")
+    convert.add_argument("output")
+    convert.add_argument("--format", choices=formats, default="binary")
+    convert.add_argument("--input-format", choices=formats)
+    convert.add_argument("--serial", choices=["heavy", "medium", "light"], default="heavy")
+    convert.add_argument("--cast", help="'cpu', 'float32', 'float16', ... or 'cpu+float32'")
+    convert.add_argument("--compress", choices=["zstd"], help="seekable zstd around the file")
+    convert.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
+    convert.add_argument("--threads", type=int, default=1, help="frames compressed at once")
+    convert.add_argument("--quiet", action="store_true", help="no progress report")
+    convert.set_defaults(run=_convert)
+
+    dis = commands.add_parser("dis", help="print the record stream, for damaged files")
+    dis.add_argument("file")
+    dis.add_argument("--format", choices=formats)
+    dis.add_argument("--max-records", type=int, default=0)
+    dis.set_defaults(run=_dis)
+
+    verify = commands.add_parser("verify", help="read everything and check every bound")
+    verify.add_argument("file")
+    verify.add_argument("--format", choices=formats)
+    verify.set_defaults(run=_verify)
+
+    export = commands.add_parser("export", help="write every tensor to an .npz file")
+    export.add_argument("file")
+    export.add_argument("output")
+    export.add_argument("--format", choices=formats)
+    export.set_defaults(run=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.run(args)
+        return result
+    except (StreamserError, OSError) as exc:
+        if args.debug:
+            raise
+        kind = "damaged file" if isinstance(exc, FormatError) else "error"
+        print(f"streamser: {kind}: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,82 @@
+"""The memory behind numpy arrays: roots, addresses, byte views, bounded chunks, mapped files.
+
+Nothing here knows Torch7: these are the facts about an array's memory that the writer (where
+its bytes come from, whether the kernel can copy them file to file) and the lazy reader need.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+Array = np.ndarray[Any, Any]
+
+
+def root_of(array: Array) -> Array:
+    """The ndarray that owns (or first wraps) the memory ``array`` views."""
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    return root
+
+
+def address_of(array: Array) -> int:
+    """Where ``array``'s first element sits in memory."""
+    return int(array.__array_interface__["data"][0])
+
+
+def file_region(array: Array) -> tuple[str, int] | None:
+    """(path, byte offset) of a contiguous array that is a shared mapping of a file.
+
+    Only ``np.memmap`` arrays mapped shared (modes r, r+, w+) qualify: there the page cache is
+    the file's content, so a kernel copy of the file sees exactly the array's bytes, edits
+    included. Copy-on-write mappings (mode c) may differ from their file and never qualify.
+    """
+    mapped: Any = array
+    while isinstance(mapped, np.ndarray) and not isinstance(mapped.base, mmap.mmap):
+        mapped = mapped.base
+    if not isinstance(mapped, np.memmap) or mapped.mode not in ("r", "r+", "w+"):
+        return None
+    filename = getattr(mapped, "filename", None)
+    if not filename:
+        return None
+    return str(filename), int(mapped.offset) + address_of(array) - address_of(mapped)
+
+
+def byte_view(array: Array) -> memoryview:
+    """The bytes of a contiguous array, without copying them."""
+    view: memoryview = memoryview(array.data).cast("B")  # type: ignore[arg-type,unused-ignore]
+    return view
+
+
+def iter_chunks(array: Array, max_bytes: int) -> Iterator[Array]:
+    """C-order pieces of ``array``, each contiguous and at most about ``max_bytes``.
+
+    A contiguous array yields views; a strided one yields bounded copies, one block of rows at a
+    time, so a huge non-contiguous view is never copied whole.
+    """
+    if array.flags.c_contiguous:
+        flat = array.reshape(-1)
+        step = max(1, max_bytes // max(1, array.itemsize))
+        for start in range(0, flat.shape[0], step):
+            yield flat[start : start + step]
+        return
+    if array.nbytes <= max_bytes or array.ndim <= 1:
+        if array.ndim <= 1 and array.nbytes > max_bytes:
+            step = max(1, max_bytes // max(1, array.itemsize))
+            for start in range(0, array.shape[0], step):
+                yield np.ascontiguousarray(array[start : start + step])
+            return
+        yield np.ascontiguousarray(array).reshape(-1)
+        return
+    row_bytes = array[0].nbytes if array.shape[0] else 1
+    rows = max_bytes // max(1, row_bytes)
+    if rows >= 1:
+        for start in range(0, array.shape[0], rows):
+            yield np.ascontiguousarray(array[start : start + rows]).reshape(-1)
+    else:
+        for index in range(array.shape[0]):
+            yield from iter_chunks(array[index], max_bytes)
