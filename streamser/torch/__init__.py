@@ -3,8 +3,9 @@
 >>> import numpy as np, streamser, streamser.torch
 >>> linear = streamser.TorchObject("nn.Linear", {
 ...     "weight": np.eye(2, dtype=np.float32), "bias": np.ones(2, np.float32)})
->>> streamser.torch.to_module(linear)(streamser.torch.to_torch(np.ones(2, np.float32)))
-tensor([2., 2.], grad_fn=<AddBackward0>)
+>>> module = streamser.torch.to_module(linear)
+>>> module(streamser.torch.to_torch(np.ones(2, np.float32))).tolist()
+[2.0, 2.0]
 
 * :func:`to_torch` - every numpy array of a loaded value as a tensor sharing its memory;
 * :func:`state_dict` - a module tree's tensors under PyTorch's names and layouts;

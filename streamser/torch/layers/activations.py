@@ -18,13 +18,27 @@ from ..fields import flag, integer, number
 from ..registry import BuildContext, builds
 
 
+class Threshold(nn.Module):
+    """THNN's Threshold (``nn.ReLU`` is ``Threshold(0, 0)``): ``x > threshold ? x : val``,
+    so a NaN becomes ``val``; in place, entries ``<= threshold`` are overwritten, so a NaN
+    stays. Both differ from ``torch.relu`` and ``nn.Threshold`` on NaN."""
+
+    def __init__(self, threshold: float, value: float, inplace: bool) -> None:
+        super().__init__()
+        self.threshold, self.value, self.inplace = threshold, value, inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inplace:
+            return x.masked_fill_(x <= self.threshold, self.value)
+        return torch.where(x > self.threshold, x, torch.full_like(x, self.value))
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, value={self.value}, inplace={self.inplace}"
+
+
 @builds("nn.Threshold", "nn.ReLU")
 def threshold(obj: TorchObject, ctx: BuildContext) -> nn.Module:
-    """``x > threshold ? x : val``; ``nn.ReLU`` is ``Threshold(0, 0)`` in Torch7 (so a NaN
-    gives 0, unlike ``torch.relu``)."""
-    return nn.Threshold(
-        number(obj, "threshold", 1e-6), number(obj, "val", 0.0), flag(obj, "inplace")
-    )
+    return Threshold(number(obj, "threshold", 1e-6), number(obj, "val", 0.0), flag(obj, "inplace"))
 
 
 @builds("nn.Tanh")
