@@ -5,12 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st_h
 from torch7_models import fast_lstm, linear, longs, module, sequencer
 
 import streamser
@@ -116,6 +119,55 @@ def test_to_torch_shares_memory_and_objects() -> None:
     assert base[2] == -1.0
     assert out["a"][2] == -1.0
     assert value["a"] is base  # the input is left as it was
+
+
+# a value is built from a pool of arrays, referred to by index, so that some repeat
+_shapes = st_h.lists(st_h.integers(0, 3), max_size=3)
+_trees = st_h.recursive(
+    st_h.integers(0, 3) | st_h.text(max_size=3),
+    lambda inner: (
+        st_h.lists(inner, max_size=3)
+        | st_h.dictionaries(st_h.text(max_size=3), inner, max_size=3)
+        | st_h.builds(lambda items: ("table", items), st_h.lists(inner, max_size=3))
+    ),
+    max_leaves=12,
+)
+
+
+def _build(tree: Any, pool: list[np.ndarray[Any, Any]]) -> Any:
+    if isinstance(tree, int):
+        return pool[tree]
+    if isinstance(tree, tuple):
+        return LuaTable.from_list([_build(item, pool) for item in tree[1]])
+    if isinstance(tree, list):
+        return [_build(item, pool) for item in tree]
+    if isinstance(tree, dict):
+        return {key: _build(item, pool) for key, item in tree.items()}
+    return tree
+
+
+def _pairs(source: Any, result: Any) -> Iterator[tuple[Any, Any]]:
+    """(array, tensor) pairs at the same places of the input and the output."""
+    if isinstance(source, np.ndarray):
+        yield source, result
+    elif isinstance(source, (list, LuaTable, dict)):
+        keys = list(source.keys()) if not isinstance(source, list) else range(len(source))
+        for key in keys:
+            yield from _pairs(source[key], result[key])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st_h.lists(_shapes, min_size=4, max_size=4), _trees)
+def test_to_torch_any_nesting_keeps_values_and_sharing(shapes: Any, tree: Any) -> None:
+    base = np.arange(200.0)
+    pool = [base[: int(np.prod(shape))].reshape(shape) for shape in shapes]
+    value = _build(tree, pool)
+    tensors: dict[int, torch.Tensor] = {}
+    for array, tensor in _pairs(value, st.to_torch(value)):
+        assert isinstance(tensor, torch.Tensor)
+        np.testing.assert_array_equal(tensor.numpy(), array)
+        assert tensor.data_ptr() == array.ctypes.data or array.size == 0
+        assert tensors.setdefault(id(array), tensor) is tensor
 
 
 def test_to_torch_keeps_cycles_and_rebuilds_every_container() -> None:

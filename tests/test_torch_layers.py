@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st_h
 from torch7_models import Array, fast_lstm, gru, linear, longs, lstm, module, sequencer
 
 import streamser.torch as st
@@ -304,6 +306,33 @@ def test_average_pooling_sizes_and_divisors(
     out = run(avg_pool(k, d, pad, ceil, include), x)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14, equal_nan=True)
     np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st_h.data(),
+    st_h.integers(1, 4),
+    st_h.integers(1, 4),
+    st_h.integers(1, 3),
+    st_h.integers(1, 3),
+    st_h.booleans(),
+    st_h.booleans(),
+)
+def test_pooling_matches_thnn_for_any_geometry(
+    data: st_h.DataObject, kh: int, kw: int, dh: int, dw: int, ceil: bool, include: bool
+) -> None:
+    ph, pw = data.draw(st_h.integers(0, kh // 2)), data.draw(st_h.integers(0, kw // 2))
+    h = data.draw(st_h.integers(max(kh - 2 * ph, 1), 9))
+    w = data.draw(st_h.integers(max(kw - 2 * pw, 1), 9))
+    x = np.random.default_rng(h * 10 + w).standard_normal((2, h, w))
+    expected, indices = pool_reference(x, (kh, kw), (dh, dw), (ph, pw), ceil, "max")
+    built = st.to_module(max_pool((kh, kw), (dh, dw), (ph, pw), ceil))
+    with torch.no_grad():
+        np.testing.assert_array_equal(built(torch.from_numpy(x)).numpy(), expected)
+    np.testing.assert_array_equal(built.indices.numpy(), indices)
+    averages, _ = pool_reference(x, (kh, kw), (dh, dw), (ph, pw), ceil, "avg", include)
+    out = run(avg_pool((kh, kw), (dh, dw), (ph, pw), ceil, include), x)
+    np.testing.assert_allclose(out, averages, rtol=1e-12, atol=1e-14, equal_nan=True)
 
 
 def test_average_pooling_without_divide_field_sums() -> None:
@@ -882,7 +911,12 @@ def test_user_previous_output_starts_the_sequence() -> None:
     x = RNG.standard_normal(2)
     g = sigmoid(x @ params["Wg"].T + params["bg"] + start @ params["Ug"].T).reshape(2, 3)
     candidate = np.tanh(x @ params["W"].T + params["b"] + (g[0] * start) @ params["U"].T)
-    close(run(rnn, x), (1 - g[1]) * candidate + g[1] * start)
+    expected = (1 - g[1]) * candidate + g[1] * start
+    close(run(rnn, x), expected)
+    single = st.to_module(rnn).float()  # the initial state follows the module's dtype
+    with torch.no_grad():
+        out = single(torch.from_numpy(x).float())
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_sequencer_remember_modes() -> None:

@@ -12,6 +12,9 @@ undefined behaviour:
 * ``readonly="share"``: no copy, and no warning; the caller promises never to write to the
   tensor (use it for inference on huge immutable buffers).
 
+To share without either, give writable memory: ``deserialize(bytearray(data))``, or a
+copy-on-write ``np.memmap(..., mode="c")`` rather than ``mode="r"``.
+
 Byte orders other than the machine's, and negative strides (which PyTorch refuses), are
 converted by a copy of that array alone; Torch7 data never has either.
 """

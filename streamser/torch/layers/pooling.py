@@ -118,15 +118,20 @@ class SpatialAveragePooling(_Pooling):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.output_size(x)
         sums = F.avg_pool2d(self.padded(x, out, 0.0), self.kernel, self.stride, divisor_override=1)
-        counts = [
-            self._counts(n, size, *geometry)
-            for n, size, geometry in zip(
-                out, x.shape[-2:], zip(self.kernel, self.stride, self.pad, strict=True), strict=True
-            )
-        ]
-        divisor = torch.outer(*(torch.tensor(c, dtype=x.dtype, device=x.device) for c in counts))
-        averages = sums / divisor
+        averages = sums / self._divisors(x, out)
         return averages if self.divide else averages * (self.kernel[0] * self.kernel[1])
+
+    def _divisors(self, x: torch.Tensor, out: tuple[int, int]) -> torch.Tensor:
+        """THNN divides each window by its height times its width (clipped as configured)."""
+        rows, cols = (
+            torch.tensor(
+                self._counts(out[i], x.shape[i - 2], self.kernel[i], self.stride[i], self.pad[i]),
+                dtype=x.dtype,
+                device=x.device,
+            )
+            for i in range(2)
+        )
+        return torch.outer(rows, cols)
 
     def _counts(self, n: int, size: int, k: int, d: int, pad: int) -> list[int]:
         """THNN's divisor of each window along one dimension."""

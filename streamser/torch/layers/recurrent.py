@@ -46,7 +46,13 @@ class Recurrent(nn.Module):
         super().__init__()
         self.add_module("0", step)
         self.output_size = output_size
-        self.initial = initial
+        self.initial_names: list[str | None] = []
+        for index, tensor in enumerate(initial):
+            # buffers follow .to() and .float(); not persistent: no state_dict key of Torch7's
+            name = None if tensor is None else f"initial_{index}"
+            if name is not None:
+                self.register_buffer(name, tensor, persistent=False)
+            self.initial_names.append(name)
         self.state: list[torch.Tensor] | None = None
 
     def forget(self) -> None:
@@ -70,10 +76,10 @@ class Recurrent(nn.Module):
             raise InputShapeError(f"a recurrent module takes 1-D or 2-D input, got {x.dim()}-D")
         shape = (x.shape[0], self.output_size) if x.dim() == 2 else (self.output_size,)
         zeros = x.new_zeros(shape)
-        return [zeros if given is None else given for given in self.initial]
+        return [zeros if name is None else self.get_buffer(name) for name in self.initial_names]
 
     def extra_repr(self) -> str:
-        return f"output_size={self.output_size}, states={len(self.initial)}"
+        return f"output_size={self.output_size}, states={len(self.initial_names)}"
 
 
 class Recursor(nn.Module):
