@@ -390,9 +390,11 @@ def test_train_and_evaluate_states() -> None:
         batch_norm(2, train=0),  # C bool: evaluate
         module("nn.Sequential", module("nn.Dropout", p=0.5, v2=True, train=0)),  # Lua: train
         module("nn.Tanh", train=False),
+        module("nn.Dropout", p=0.5),  # no field: `if self.train` is false
+        sequencer(module("nn.Recursor", module("nn.Tanh"))),  # rnn: `train ~= false`
     )
     built = st.to_module(model)
-    assert [built[i].training for i in range(4)] == [False, False, True, False]
+    assert [built[i].training for i in range(6)] == [False, False, True, False, False, True]
     assert built.training  # a container trains when a child does
     assert built[2][0].training
     built.eval()

@@ -17,6 +17,7 @@ from streamser import TorchObject
 
 from . import layers  # noqa: F401  (fills the dispatch table)
 from .errors import InvalidModuleError, UnsupportedModuleError
+from .fields import lua_truthy
 from .registry import BUILDERS, TRAIN_RULES, BuildContext
 from .tensors import ReadOnly, TensorMaker
 from .tree import check_root, walk
@@ -73,10 +74,13 @@ class _Builder:
 
 
 def _training(obj: TorchObject, module: nn.Module) -> bool:
-    """The module's ``train`` field as its class reads it; without one, a container trains
-    when a child does and a leaf is in the state of a fresh Torch7 module (training)."""
-    value = obj.get("train")
+    """The module's ``train`` field as its class reads it. A class whose forward ignores the
+    field and does not hold it trains when a child does, or, as a leaf, like a fresh Torch7
+    module (training)."""
+    value, rule = obj.get("train"), TRAIN_RULES[obj.typename]
+    if rule is not None:
+        return rule(value)
     if value is not None:
-        return TRAIN_RULES[obj.typename](value)
+        return lua_truthy(value)
     kids = list(module.children())
     return any(kid.training for kid in kids) if kids else True

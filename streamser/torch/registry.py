@@ -19,7 +19,7 @@ from torch import nn
 from streamser import TorchObject
 
 from .errors import InvalidModuleError
-from .fields import children, lua_truthy
+from .fields import children
 from .names import Entry, own_tensors
 from .tensors import TensorMaker
 from .tree import child_path
@@ -28,12 +28,13 @@ Builder = Callable[[TorchObject, "BuildContext"], nn.Module]
 TrainRule = Callable[[Any], bool]
 
 BUILDERS: dict[str, Builder] = {}
-TRAIN_RULES: dict[str, TrainRule] = {}
+TRAIN_RULES: dict[str, TrainRule | None] = {}
 
 
-def builds(*typenames: str, train: TrainRule = lua_truthy) -> Callable[[Builder], Builder]:
-    """Register a builder for these Torch7 classes. ``train`` reads their ``train`` field (Lua
-    truthiness by default; see ``fields`` for the classes whose C code reads it)."""
+def builds(*typenames: str, train: TrainRule | None = None) -> Callable[[Builder], Builder]:
+    """Register a builder for these Torch7 classes. ``train`` is given for classes whose
+    forward reads their ``train`` field, and reads it as their Torch7 code does (``nil``
+    included); the others report a field they hold with Lua's truthiness."""
 
     def register(builder: Builder) -> Builder:
         for typename in typenames:

@@ -14,7 +14,7 @@ from torch import nn
 from streamser import TorchObject
 
 from ..errors import InputShapeError
-from ..fields import flag, integer, number
+from ..fields import flag, integer, lua_truthy, number
 from ..registry import BuildContext, builds
 
 
@@ -219,7 +219,7 @@ class Dropout(nn.Module):
         return f"p={self.p}, v2={self.v2}, inplace={self.inplace}"
 
 
-@builds("nn.Dropout")
+@builds("nn.Dropout", train=lua_truthy)
 def dropout(obj: TorchObject, ctx: BuildContext) -> nn.Module:
     """rnn's ``lazy`` and ``mono`` options change only which random mask training draws."""
     return Dropout(number(obj, "p", 0.5), flag(obj, "v2"), flag(obj, "inplace"))
