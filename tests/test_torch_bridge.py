@@ -438,6 +438,17 @@ def test_save_and_load_state_dict_round_trip(tmp_path: Path) -> None:
     assert isinstance(raw["0.weight"], np.ndarray)  # a plain Torch7 table of tensors
 
 
+def test_saved_views_of_one_tensor_stay_one_storage(tmp_path: Path) -> None:
+    weights = torch.arange(12.0).reshape(3, 4)
+    tensors = {"all": weights, "rows": weights[1:, ::2], "t": weights.t()}
+    st.save_state_dict(tmp_path / "v.t7", tensors, format="ascii")
+    raw = streamser.load(tmp_path / "v.t7")
+    assert np.shares_memory(raw["all"], raw["rows"])
+    assert np.shares_memory(raw["all"], raw["t"])
+    np.testing.assert_array_equal(raw["rows"], weights[1:, ::2].numpy())
+    np.testing.assert_array_equal(raw["t"], weights.t().numpy())
+
+
 def test_load_state_dict_of_a_module_file() -> None:
     net_path = NETS / "net_batch_norm_net.dat"
     loaded = st.load_state_dict(net_path)

@@ -57,15 +57,40 @@ def _tensor(key: Any, item: Any) -> torch.Tensor:
 
 def save_state_dict(path: PathLike, tensors: Mapping[str, torch.Tensor], **options: Any) -> None:
     """Write ``tensors`` as a Torch7 table of tensors; ``options`` go to ``streamser.save``
-    (``format``, ``compress``, ...). Views of one tensor stay views of one storage."""
-    streamser.save(path, {str(name): _array(name, t) for name, t in tensors.items()}, **options)
+    (``format``, ``compress``, ...). Tensors that share a storage are written as views of one
+    Torch7 storage, as Torch7 would (PyTorch's ``.numpy()`` alone would lose that)."""
+    storages: dict[tuple[int, torch.dtype], np.ndarray[Any, Any]] = {}
+    arrays = {str(name): _array(str(name), t, storages) for name, t in tensors.items()}
+    streamser.save(path, arrays, **options)
 
 
-def _array(name: str, tensor: torch.Tensor) -> np.ndarray[Any, Any]:
+def _array(
+    name: str, tensor: torch.Tensor, storages: dict[tuple[int, torch.dtype], np.ndarray[Any, Any]]
+) -> np.ndarray[Any, Any]:
+    """``tensor`` as a numpy view of one array per storage (keyed by address and dtype)."""
     if not isinstance(tensor, torch.Tensor):
         raise UnsupportedValueError(f"expected a tensor, got {type(tensor).__name__}", name)
+    tensor = tensor.detach().cpu()
+    storage = tensor.untyped_storage()
+    key = (storage.data_ptr(), tensor.dtype)
+    if key not in storages:
+        whole = torch.empty(0, dtype=tensor.dtype)
+        whole.set_(storage)  # every element of the storage, as a 1-D tensor
+        storages[key] = _numpy(name, whole)
+    base = storages[key]
+    item = base.itemsize
+    return np.ndarray(
+        tuple(tensor.shape),
+        base.dtype,
+        buffer=base,
+        offset=tensor.storage_offset() * item,
+        strides=tuple(stride * item for stride in tensor.stride()),
+    )
+
+
+def _numpy(name: str, tensor: torch.Tensor) -> np.ndarray[Any, Any]:
     try:
-        return tensor.detach().cpu().numpy()
+        return tensor.numpy()
     except TypeError as error:
         raise UnsupportedValueError(
             f"a {tensor.dtype} tensor has no Torch7 class; convert it first (.float(), .long())",
