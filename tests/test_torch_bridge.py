@@ -473,3 +473,43 @@ def test_core_streamser_never_imports_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------- real Torch7 forwards in the corpus
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def _input_from_unfolded(conv: TorchObject) -> np.ndarray[Any, Any]:
+    """The input of a saved SpatialConvolution, from its ``finput`` (THNN's unfold: row
+    ``c*kH*kW + ky*kW + kx``, column ``y*outW + x``, stride 1, no padding)."""
+    batch, _, positions = conv.finput.shape
+    out_w = conv.output.shape[-1]
+    out_h = positions // out_w
+    k_h, k_w, planes = conv.kH, conv.kW, conv.nInputPlane
+    x = np.zeros((batch, planes, out_h + k_h - 1, out_w + k_w - 1))
+    patches = conv.finput.reshape(batch, planes, k_h, k_w, out_h, out_w)
+    for ky in range(k_h):
+        for kx in range(k_w):
+            x[:, :, ky : ky + out_h, kx : kx + out_w] = patches[:, :, ky, kx]
+    return x
+
+
+@pytest.mark.parametrize("name", ["nn_seq.binary.t7", "nn_serial_heavy.ascii.t7"])
+def test_corpus_model_reproduces_its_saved_forward(name: str) -> None:
+    """The corpus's 'heavy' models keep the buffers of Torch7's last forward: the unfolded
+    input of the convolution and the output of every module."""
+    model = streamser.load(CORPUS / name)
+    sequential = model if model.typename == "nn.Sequential" else model.modules[1]
+    layers = sequential.modules.to_list()
+    built = st.to_module(model)
+    with torch.no_grad():
+        output = built(torch.from_numpy(_input_from_unfolded(layers[0])))
+    np.testing.assert_allclose(output.numpy(), layers[-1].output, rtol=1e-5, atol=1e-6)
+
+
+def test_shared_child_runs_at_each_of_its_places() -> None:
+    tanh = module("nn.Tanh")
+    built = st.to_module(module("nn.ConcatTable", tanh, tanh, module("nn.Identity")))
+    outputs = built(torch.zeros(2))
+    assert len(outputs) == 3

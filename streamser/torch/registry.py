@@ -69,6 +69,13 @@ class BuildContext:
         kids = children(obj)
         return [self._build_child(kid, child_path(self.path, i)) for i, kid in enumerate(kids)]
 
+    def only_child(self, obj: TorchObject) -> nn.Module:
+        """The one built module of a decorator (``modules[1]``), checked to be alone."""
+        kids = self.children(obj)
+        if len(kids) != 1:
+            raise InvalidModuleError(f"{obj.typename} should hold one module, holds {len(kids)}")
+        return kids[0]
+
     def entries(self, obj: TorchObject) -> dict[str, Entry]:
         """The tensors of ``obj`` by PyTorch name (see ``names.py``)."""
         return {entry.name: entry for entry in own_tensors(obj, self.maker)}
@@ -116,3 +123,9 @@ def register_children(module: nn.Module, kids: list[nn.Module]) -> None:
     """Name children ``0``, ``1``, ... as ``torch.nn.Sequential`` does."""
     for index, kid in enumerate(kids):
         module.add_module(str(index), kid)
+
+
+def children_in_order(module: nn.Module) -> list[nn.Module]:
+    """Every child slot in order, a shared module at each of its places (``children()``
+    would give it once)."""
+    return [kid for kid in module._modules.values() if kid is not None]

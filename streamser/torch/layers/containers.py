@@ -15,9 +15,9 @@ from torch import nn
 
 from streamser import TorchObject
 
-from ..errors import InputShapeError, InvalidModuleError
+from ..errors import InputShapeError
 from ..fields import integer
-from ..registry import BuildContext, builds, register_children
+from ..registry import BuildContext, builds, children_in_order, register_children
 
 
 @builds("nn.Sequential", "nn.SpatialLPPooling")
@@ -35,7 +35,7 @@ class Concat(nn.Module):
         register_children(self, kids)
 
     def forward(self, x: Any) -> torch.Tensor:
-        outputs = [kid(x) for kid in self.children()]
+        outputs = [kid(x) for kid in children_in_order(self)]
         return torch.cat(outputs, dim=_dim(self.dimension, outputs[0]))
 
     def extra_repr(self) -> str:
@@ -47,7 +47,7 @@ class DepthConcat(Concat):
     output of the largest sizes, starting at ``floor((largest - size) / 2)`` as in Torch7."""
 
     def forward(self, x: Any) -> torch.Tensor:
-        outputs = [kid(x) for kid in self.children()]
+        outputs = [kid(x) for kid in children_in_order(self)]
         dim = _dim(self.dimension, outputs[0])
         largest = [max(out.shape[d] for out in outputs) for d in range(outputs[0].dim())]
         return torch.cat([_centre(out, largest, dim) for out in outputs], dim=dim)
@@ -69,14 +69,14 @@ class ConcatTable(nn.Module):
         register_children(self, kids)
 
     def forward(self, x: Any) -> list[Any]:
-        return [kid(x) for kid in self.children()]
+        return [kid(x) for kid in children_in_order(self)]
 
 
 class ParallelTable(ConcatTable):
     """Child ``i`` on input element ``i``; the outputs as a list."""
 
     def forward(self, x: Any) -> list[Any]:
-        kids = list(self.children())
+        kids = children_in_order(self)
         if len(x) < len(kids):
             raise InputShapeError(f"ParallelTable of {len(kids)} modules got {len(x)} inputs")
         return [kid(item) for kid, item in zip(kids, x, strict=False)]
@@ -93,7 +93,7 @@ class Parallel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         slices = x.unbind(_dim(self.input_dimension, x))
-        kids = list(self.children())
+        kids = children_in_order(self)
         if len(slices) > len(kids):
             raise InputShapeError(f"Parallel of {len(kids)} modules got {len(slices)} slices")
         outputs = [kid(part) for kid, part in zip(kids, slices, strict=False)]
@@ -101,6 +101,18 @@ class Parallel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"input_dimension={self.input_dimension}, output_dimension={self.output_dimension}"
+
+
+class Decorator(nn.Module):
+    """dpnn's ``Decorator`` (and ``Serial``, which changes only how it is saved): its one
+    child's forward."""
+
+    def __init__(self, kid: nn.Module) -> None:
+        super().__init__()
+        self.add_module("0", kid)
+
+    def forward(self, x: Any) -> Any:
+        return self.get_submodule("0")(x)
 
 
 class BatchDecorator(nn.Module):
@@ -151,10 +163,12 @@ def parallel(obj: TorchObject, ctx: BuildContext) -> nn.Module:
     return Parallel(*dims, ctx.children(obj))
 
 
+@builds("nn.Decorator", "nn.Serial")
+def decorator(obj: TorchObject, ctx: BuildContext) -> nn.Module:
+    return Decorator(ctx.only_child(obj))
+
+
 @builds("nn.Inception")
 def inception(obj: TorchObject, ctx: BuildContext) -> nn.Module:
     """dpnn's Inception: its ``DepthConcat`` (``modules[1]``) on 4-D batches."""
-    kids = ctx.children(obj)
-    if len(kids) != 1:
-        raise InvalidModuleError(f"nn.Inception should hold one DepthConcat, holds {len(kids)}")
-    return BatchDecorator(3, kids[0])
+    return BatchDecorator(3, ctx.only_child(obj))

@@ -129,26 +129,18 @@ def _initial(obj: TorchObject, ctx: BuildContext) -> list[torch.Tensor | None]:
 
 @builds(*_STATES, train=_not_false)
 def recurrent(obj: TorchObject, ctx: BuildContext) -> nn.Module:
-    kids = ctx.children(obj)
-    if len(kids) != 1:
-        raise InvalidModuleError(f"{obj.typename} should hold one step module, holds {len(kids)}")
-    return Recurrent(kids[0], integer(obj, "outputSize"), _initial(obj, ctx))
+    return Recurrent(ctx.only_child(obj), integer(obj, "outputSize"), _initial(obj, ctx))
 
 
 @builds("nn.Recursor", train=_not_false)
 def recursor(obj: TorchObject, ctx: BuildContext) -> nn.Module:
-    kids = ctx.children(obj)
-    if len(kids) != 1:
-        raise InvalidModuleError(f"nn.Recursor should hold one module, holds {len(kids)}")
-    return Recursor(kids[0])
+    return Recursor(ctx.only_child(obj))
 
 
 @builds("nn.Sequencer", train=_not_false)
 def sequencer(obj: TorchObject, ctx: BuildContext) -> nn.Module:
-    kids = ctx.children(obj)
-    if len(kids) != 1:
-        raise InvalidModuleError(f"nn.Sequencer should hold one module, holds {len(kids)}")
+    kid = ctx.only_child(obj)
     remember = field(obj, "_remember", "neither")
     if remember not in ("neither", "train", "eval", "both"):
         raise InvalidModuleError(f"nn.Sequencer._remember is {remember!r}")
-    return Sequencer(kids[0], remember)
+    return Sequencer(kid, remember)
