@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import UnsupportedValueError
 from ..values.lua import LuaTable, TorchObject
+from .serial import empty_replacement
 
 _MODULE = ("output", "gradInput", "_type", "train")  # nn.Module's, and training()'s flag
 _KERNEL_2D = ("kW", "kH", "dW", "dH", "padW", "padH")
@@ -106,10 +107,18 @@ def _refuse_groups(module: TorchObject) -> None:
         )
 
 
-def _convolution(target: str, kernel: tuple[str, ...], *extra: str) -> ModuleCast:
-    fields = (*_MODULE, "nInputPlane", "nOutputPlane", *kernel, *extra, *_PARAMETERS)
-    pads = {name: _zero for name in kernel if name.startswith("pad")}
-    return ModuleCast(target, (*fields, *_CONVOLUTION_BUFFERS, "ones"), pads)
+def _ones(fields: Mapping[str, Any]) -> Any:
+    """nn.SpatialFullConvolution's ``ones``: an empty tensor of its weight's class."""
+    weight = fields.get("weight")
+    return empty_replacement(weight) if weight is not None else np.empty(0, np.float32)
+
+
+def _convolution(target: str, kernel: tuple[str, ...], full: bool = False) -> ModuleCast:
+    defaults: dict[str, Default] = {name: _zero for name in kernel if name.startswith("pad")}
+    if full:
+        defaults |= {"adjW": _zero, "adjH": _zero, "ones": _ones}
+    fields = (*_MODULE, "nInputPlane", "nOutputPlane", *kernel, *defaults, *_PARAMETERS)
+    return ModuleCast(target, (*fields, *_CONVOLUTION_BUFFERS), defaults)
 
 
 def _pooling(target: str, kernel: tuple[str, ...], average: bool) -> ModuleCast:
@@ -131,7 +140,7 @@ def _plain(target: str) -> ModuleCast:
 CUDNN_TO_NN: dict[str, ModuleCast] = {
     "cudnn.SpatialConvolution": _convolution("nn.SpatialConvolution", _KERNEL_2D),
     "cudnn.SpatialFullConvolution": _convolution(
-        "nn.SpatialFullConvolution", _KERNEL_2D, "adjW", "adjH"
+        "nn.SpatialFullConvolution", _KERNEL_2D, full=True
     ),
     "cudnn.VolumetricConvolution": _convolution("nn.VolumetricConvolution", _KERNEL_3D),
     "cudnn.SpatialMaxPooling": _pooling("nn.SpatialMaxPooling", _KERNEL_2D, average=False),
