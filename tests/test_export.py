@@ -189,7 +189,7 @@ def test_export_command(
     assert main(["export", str(checkpoint), str(target)]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith(f"{target}: {len(AWKWARD) + 3} arrays")
-    assert "1 empty tensors skipped" in out
+    assert "1 empty tensor skipped" in out
     huge = expanded_file(tmp_path / "huge.t7", 2**40)
     assert main(["export", str(huge), str(tmp_path / "h.npz")]) == 2
     assert "--allow-expanded" in capsys.readouterr().err

@@ -77,12 +77,17 @@ class ExportReport:
     skipped_storages: int
 
     def __str__(self) -> str:
-        skipped = [
-            f"{self.skipped_empty} empty tensors skipped" if self.skipped_empty else "",
-            f"{self.skipped_storages} storages not exported" if self.skipped_storages else "",
-        ]
-        notes = "".join(f", {text}" for text in skipped if text)
-        return f"{self.path}: {self.arrays} arrays, {self.nbytes:,} bytes ({self.format}){notes}"
+        notes = ""
+        if self.skipped_empty:
+            notes += f", {_counted(self.skipped_empty, 'empty tensor')} skipped"
+        if self.skipped_storages:
+            notes += f", {_counted(self.skipped_storages, 'storage')} not exported"
+        written = _counted(self.arrays, "array")
+        return f"{self.path}: {written}, {self.nbytes:,} bytes ({self.format}){notes}"
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def npz_member(name: str) -> str:
