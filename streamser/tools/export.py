@@ -47,6 +47,7 @@ EXPANSION_BOUND = 16  # a tensor may show at most this many times its storage's 
 EXPANSION_FLOOR = 1 << 20  # ... unless it is no larger than this many bytes
 CHUNK_BYTES = 16 << 20  # the most of one tensor held in memory while it is written
 _SAFE = "-._~[]"  # besides letters and digits: characters kept as they are in .npz names
+Arrays = Iterator[np.ndarray[Any, Any]]
 
 _SAFETENSORS_DTYPES = {
     ("f", 8): "F64",
@@ -113,7 +114,7 @@ def export(
     ``format`` is the ``.t7`` format of ``source`` (detected when None).
     """
     path = Path(target)
-    writer = _writer_for(path)
+    kind, write = _writer_for(path)
     with open_t7(source, format=format) as handle:
         index = handle.tensors()
         chosen = [info for info in index if _is_tensor(info) and (keep_empty or info.nbytes)]
@@ -122,10 +123,10 @@ def export(
         names = [info.path for info in chosen]
         _check_unique(names)
         positions = {name: position for position, name in enumerate(names)}
-        nbytes = writer.write(path, chosen, _arrays(handle, positions))
+        nbytes = write(path, chosen, _arrays(handle, positions))
     storages = sum(not _is_tensor(info) for info in index)
     empty = sum(_is_tensor(info) and not info.nbytes for info in index) if not keep_empty else 0
-    return ExportReport(path, writer.name, len(chosen), nbytes, empty, storages)
+    return ExportReport(path, kind, len(chosen), nbytes, empty, storages)
 
 
 def _is_tensor(info: TensorInfo) -> bool:
@@ -155,7 +156,7 @@ def _check_unique(names: list[str]) -> None:
         seen.add(name)
 
 
-def _arrays(handle: T7File, wanted: dict[str, int]) -> Iterator[np.ndarray[Any, Any]]:
+def _arrays(handle: T7File, wanted: dict[str, int]) -> Arrays:
     """The chosen tensors' arrays, in the index's order (views: nothing is copied here)."""
     expected = 0
     for path, array in handle.arrays():
@@ -170,43 +171,24 @@ def _arrays(handle: T7File, wanted: dict[str, int]) -> Iterator[np.ndarray[Any, 
         raise StreamserError("internal error: the index lists tensors that were not found")
 
 
-class _Writer:
-    name = ""
-
-    def write(
-        self, path: Path, infos: list[TensorInfo], arrays: Iterator[np.ndarray[Any, Any]]
-    ) -> int:
-        raise NotImplementedError
-
-
-class _Npz(_Writer):
-    name = "npz"
-
-    def write(
-        self, path: Path, infos: list[TensorInfo], arrays: Iterator[np.ndarray[Any, Any]]
-    ) -> int:
-        total = 0
-        with replacing(path) as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as archive:
-            for info, array in zip(infos, arrays, strict=True):
-                member = npz_member(info.path) + ".npy"
-                with archive.open(member, "w", force_zip64=True) as stream:
-                    np.lib.format.write_array(stream, array, allow_pickle=False)
-                total += array.nbytes
-        return total
+def _write_npz(path: Path, infos: list[TensorInfo], arrays: Arrays) -> int:
+    """One ``.npy`` member per tensor, each streamed into the archive (ZIP64, stored)."""
+    total = 0
+    with replacing(path) as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as archive:
+        for info, array in zip(infos, arrays, strict=True):
+            with archive.open(npz_member(info.path) + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+            total += array.nbytes
+    return total
 
 
-class _Safetensors(_Writer):
-    name = "safetensors"
-
-    def write(
-        self, path: Path, infos: list[TensorInfo], arrays: Iterator[np.ndarray[Any, Any]]
-    ) -> int:
-        header = safetensors_header(infos)
-        with replacing(path) as raw:
-            raw.write(len(header).to_bytes(8, "little"))
-            raw.write(header)
-            total = sum(_write_little_endian(raw, array) for array in arrays)
-        return total
+def _write_safetensors(path: Path, infos: list[TensorInfo], arrays: Arrays) -> int:
+    """The header from the index, then each tensor's bytes in order."""
+    header = safetensors_header(infos)
+    with replacing(path) as raw:
+        raw.write(len(header).to_bytes(8, "little"))
+        raw.write(header)
+        return sum(_write_little_endian(raw, array) for array in arrays)
 
 
 def safetensors_header(infos: list[TensorInfo]) -> bytes:
@@ -247,12 +229,17 @@ def _write_little_endian(raw: BinaryIO, array: np.ndarray[Any, Any]) -> int:
     return int(array.nbytes)
 
 
-_WRITERS: dict[str, Callable[[], _Writer]] = {".npz": _Npz, ".safetensors": _Safetensors}
+Writer = Callable[[Path, list[TensorInfo], Arrays], int]
+_WRITERS: dict[str, tuple[str, Writer]] = {
+    ".npz": ("npz", _write_npz),
+    ".safetensors": ("safetensors", _write_safetensors),
+}
 
 
-def _writer_for(path: Path) -> _Writer:
-    make = _WRITERS.get(path.suffix.lower())
-    if make is None:
+def _writer_for(path: Path) -> tuple[str, Writer]:
+    """The format name and writer that the extension of ``path`` asks for."""
+    chosen = _WRITERS.get(path.suffix.lower())
+    if chosen is None:
         choices = ", ".join(_WRITERS)
         raise ExportError(f"cannot tell the export format of {str(path)!r}: name it {choices}")
-    return make()
+    return chosen

@@ -83,7 +83,8 @@ __all__ = [
 _TENSORS = (np.ndarray, LazyArray)
 _TABLES = (LuaTable, Mapping, list, tuple, TableStream)
 _CONTAINERS = (TorchObject, LuaTable, Mapping, list, tuple, LuaFunction)
-_LEAVES = frozenset({type(None), bool, int, float, str, bytes, Storage})
+_LEAVES = frozenset({type(None), bool, int, float, str, bytes, Storage})  # never replaced
+_WALK_LEAVES = _LEAVES | {np.ndarray, LazyArray}  # nothing to walk inside
 
 
 def _is_table(value: Any) -> bool:
@@ -117,11 +118,12 @@ class SerialPlan:
     def add(self, value: Any) -> None:
         """Walk ``value`` (iteratively, each container once) and record what to clear."""
         stack = [value]
+        visited, walked = self.visited, self.walked
         while stack:
             item = stack.pop()
-            if not isinstance(item, _CONTAINERS) or self.walked(id(item)):
+            if type(item) in _WALK_LEAVES or not isinstance(item, _CONTAINERS) or walked(id(item)):
                 continue
-            self.visited.add(id(item))
+            visited.add(id(item))
             stack.extend(self._children(item))
         for table in self._candidates:
             if not self.walked(id(table)) and self.emptied.get(table) is None:
@@ -129,7 +131,9 @@ class SerialPlan:
         self._candidates.clear()
 
     def walked(self, key: int) -> bool:
-        return key in self.visited or any(key in plan.visited for plan in self._outer)
+        if key in self.visited:
+            return True
+        return bool(self._outer) and any(key in plan.visited for plan in self._outer)
 
     def _children(self, item: Any) -> list[Any]:
         if isinstance(item, TorchObject):
@@ -194,16 +198,17 @@ class SerialHook:
         root.add(value)
         self._plans = [root]
         self._late = SerialPlan(self.mode, (root,))  # modules no plan saw (a hook's new ones)
+        self._root = (root, self._late)
         self._late_seen = IdentityMemo()
 
     def __call__(self, value: Any) -> Any:
         if type(value) in _LEAVES:
             return value
-        for plan in (*self._plans, self._late):
+        for plan in (*self._plans, self._late) if len(self._plans) > 1 else self._root:
             replacement = plan.emptied.get(value)
             if replacement is not None:
                 return replacement
-            keys = plan.dropped.get(value)
+            keys = plan.dropped.get(value) if plan.dropped else None
             if keys is not None:
                 return _without(value, keys)
         if isinstance(value, TableStream):
