@@ -37,10 +37,12 @@ cleared field by field when it is met.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import suppress
 from typing import Any
 
 import numpy as np
 
+from ..errors import UnsupportedValueError
 from ..graph.memo import IdentityMemo
 from ..io.arrays import root_of
 from ..spec.format import element_of
@@ -167,8 +169,10 @@ class SerialPlan:
     def _clear(self, value: Any) -> bool:
         """Record ``value``, held by an emptied field; False if it is neither tensor nor table."""
         if isinstance(value, _TENSORS):
+            # a tensor of no Torch type is left to the writer, which reports it with its path
             if self.emptied.get(value) is None:
-                self.emptied.put(value, empty_replacement(value))
+                with suppress(UnsupportedValueError):
+                    self.emptied.put(value, empty_replacement(value))
             return True
         if _is_table(value):
             self._candidates.append(value)
