@@ -19,7 +19,7 @@ from .spec.detect import sniff_ascii
 from .spec.format import FORMATS, Format, get_format
 from .spec.grammar import decode_string
 from .spec.limits import Limits
-from .tools.cast import resolve_cast, retype_hook
+from .tools.cast import cast_hook, resolve_cast
 from .tools.serial import serial_hook
 from .values.lua import TableStream
 
@@ -143,14 +143,13 @@ class Writer:
         self._file = fileobj
         self._sink = Sink(writer_for(fileobj), buffer_size, raw_fd(fileobj))
         self._encoder = encoder_for(self.format, self._sink)
-        class_cast = resolve_cast(cast)
-        retype = retype_hook(class_cast) if class_cast is not None else None
+        self._serial = serial_hook(serial)
         self._graph = GraphWriter(
             self._encoder,
             referenced=referenced,
             compact=compact,
-            hook=_chain(hook, serial_hook(serial), retype),
-            cast=class_cast,
+            hook=_chain(hook, self._serial, cast_hook(cast)),
+            cast=resolve_cast(cast),
         )
 
     @property
@@ -158,6 +157,8 @@ class Writer:
         return self._sink.written
 
     def write_object(self, value: Any) -> None:
+        if self._serial is not None:
+            self._serial.prepare(value)  # what the mode clears is found before writing
         self._graph.write_object(value)
 
     def write_table(self, length: int, items: Iterable[tuple[Any, Any]]) -> None:
@@ -167,7 +168,7 @@ class Writer:
         computed) one at a time; objects they share with earlier values are still written as
         back-references.
         """
-        self._graph.write_object(TableStream(length, items))
+        self.write_object(TableStream(length, items))
 
     def write_int(self, value: int) -> None:
         self._encoder.write_int(int(value))

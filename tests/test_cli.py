@@ -102,7 +102,7 @@ def test_verify_flags_trailing_bytes(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_damage_is_one_line_with_offset(
     damaged: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    extra = [str(tmp_path / "out")] if command in ("export", "convert") else []
+    extra = [str(tmp_path / "out.npz")] if command in ("export", "convert") else []
     assert main([command, str(damaged), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0

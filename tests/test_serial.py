@@ -7,11 +7,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import streamser
 from streamser import LuaTable, Storage, TorchObject
 from streamser.graph.walk import walk
-from streamser.tools.serial import add_serial_fields, fields_to_empty, is_module
+from streamser.tools.serial import MODES, add_serial_fields, fields_to_empty, is_module
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -254,3 +256,326 @@ def test_every_corpus_model_keeps_parameters_and_drops_buffers(name: str, mode: 
                 assert _same_value(old[key], new[key]), (name, old.typename, key)
         for key in ("weight", "bias", "running_mean", "running_var"):
             assert (key in old) == (key in new)
+
+
+# --- clearing by identity, as Torch's t:set() ----------------------------------------------------
+
+REAL_WORLD = Path(__file__).parent / "real-world" / "torchfile"
+EMPTIED = {"medium": {"output", "gradInput", "addBuffer"}}
+EMPTIED["light"] = EMPTIED["medium"] | {"gradWeight", "gradBias"}
+
+
+def _items(value: Any) -> Any:
+    if isinstance(value, TorchObject):
+        return value.fields.items(), value.fields
+    if isinstance(value, (list, tuple)):
+        return enumerate(value, 1), None
+    return value.items(), None
+
+
+def _parallel(original: Any, loaded: Any) -> list[tuple[str, Any, Any]]:
+    """(path, original, loaded) for every reference to a tensor, walking both graphs at once;
+    keys that the loaded graph lacks are skipped (what a mode removes is checked apart)."""
+    pairs: list[tuple[str, Any, Any]] = []
+    stack = [("<root>", original, loaded)]
+    seen: set[int] = set()
+    while stack:
+        path, old, new = stack.pop()
+        if isinstance(old, np.ndarray):
+            pairs.append((path, old, new))
+            continue
+        if not isinstance(old, (TorchObject, LuaTable, dict, list, tuple)) or id(old) in seen:
+            continue
+        seen.add(id(old))
+        items, _ = _items(old)
+        target = new.fields if isinstance(new, TorchObject) else new
+        for key, value in items:
+            if isinstance(target, LuaTable) and key in target:
+                stack.append((f"{path}.{key}", value, target[key]))
+    return pairs
+
+
+def _check_in_place(original: Any, loaded: Any, emptied: set[int]) -> None:
+    """Every reference to an emptied tensor is one empty tensor of its type; the rest is
+    bit-identical with its sharing kept."""
+    written: dict[int, Any] = {}
+    for path, old, new in _parallel(original, loaded):
+        assert written.setdefault(id(old), new) is new, f"{path}: two objects for one tensor"
+        assert new.dtype == old.dtype, path
+        if id(old) in emptied:
+            assert (new.size, new.ndim, new.base) == (0, 1, None), path
+        else:
+            assert (new.shape, new.tobytes()) == (old.shape, old.tobytes()), path
+    kept = [(old, written[id(old)]) for _, old, _ in _parallel(original, loaded)]
+    kept = [(old, new) for old, new in kept if id(old) not in emptied and old.size]
+    for old_a, new_a in kept:
+        for old_b, new_b in kept:
+            assert np.shares_memory(old_a, old_b) == np.shares_memory(new_a, new_b)
+
+
+@st.composite
+def module_graphs(draw: st.DrawFn) -> tuple[Any, list[TorchObject]]:
+    """Modules whose buffers are shared with kept values, other modules' fields and plain
+    tables, met in any order (a buffer may come before the module that names it)."""
+    pool: list[np.ndarray[Any, Any]] = []
+    for index in range(draw(st.integers(1, 4))):
+        dtype = draw(st.sampled_from([np.float32, np.float64, np.int64]))
+        base = np.arange(draw(st.integers(2, 9)), dtype=dtype) + 100 * index
+        pool.append(base)
+        if draw(st.booleans()):
+            pool.append(base[1:])  # a view: one storage with its base
+    pick = st.sampled_from(range(len(pool)))
+    names = st.sampled_from(["weight", "bias", "output", "gradInput", "addBuffer", "gradWeight"])
+    modules = []
+    for _ in range(draw(st.integers(1, 4))):
+        fields = LuaTable((name, pool[draw(pick)]) for name in draw(st.sets(names, min_size=1)))
+        modules.append(TorchObject("nn.Linear", fields))
+    tables = [
+        {
+            f"t{i}": draw(st.one_of(pick.map(pool.__getitem__), st.sampled_from(modules)))
+            for i in range(draw(st.integers(0, 3)))
+        }
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    parts = [("modules", modules), ("tables", tables), ("cache", pool[draw(pick)])]
+    return LuaTable(draw(st.permutations(parts))), modules
+
+
+def _emptied_by(mode: str, modules: list[TorchObject]) -> set[int]:
+    return {id(m[name]) for m in modules for name in EMPTIED[mode] if name in m}
+
+
+@pytest.mark.parametrize("mode", ["medium", "light"])
+@pytest.mark.parametrize("fmt", ["binary", "ascii", "b32"])
+@given(graph=module_graphs())
+def test_modes_clear_tensors_in_place(fmt: str, mode: str, graph: Any) -> None:
+    root, modules = graph
+    before = [(m, dict(m.fields.items())) for m in modules]
+    data = streamser.serialize(root, fmt, serial=mode)
+    _check_in_place(root, streamser.deserialize(data, fmt), _emptied_by(mode, modules))
+    assert all(dict(m.fields.items()) == fields for m, fields in before)  # caller's untouched
+    if fmt != "ascii":  # decimal indices may grow in ascii; every binary record shrinks
+        assert len(data) <= len(streamser.serialize(root, fmt))
+
+
+def test_a_buffer_is_emptied_wherever_it_is_referenced() -> None:
+    t = np.arange(5.0)
+    lin = TorchObject(
+        "nn.Linear",
+        LuaTable({"weight": np.ones((5, 5)), "bias": np.zeros(5), "output": t, "gradInput": t[:0]}),
+    )
+    root = {"cache": t, "model": lin}  # the buffer is met before its module
+    heavy, medium = (streamser.serialize(root, serial=mode) for mode in ("heavy", "medium"))
+    loaded = streamser.deserialize(medium)
+    assert loaded["cache"] is loaded["model"].output
+    assert loaded["cache"].size == 0
+    assert len(medium) < len(heavy)
+    assert t.tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("name", NN_FILES)
+def test_corpus_models_are_cleared_in_place(name: str) -> None:
+    fmt = "ascii" if ".ascii." in name else "b32" if ".b32." in name else "binary"
+    original = streamser.load(CORPUS / name, format=fmt)
+    sizes = {"heavy": len(streamser.serialize(original, fmt))}
+    for mode in ("medium", "light"):
+        data = streamser.serialize(original, fmt, serial=mode)
+        modules = _all_modules(original)
+        emptied = {
+            id(m[key])
+            for m in modules
+            for key in fields_to_empty(mode, m)
+            if isinstance(m.fields.get(key), np.ndarray)
+        }
+        _check_in_place(original, streamser.deserialize(data, fmt), emptied)
+        sizes[mode] = len(data)
+    assert sizes["light"] <= sizes["medium"] <= sizes["heavy"]
+
+
+def _node(data: LuaTable, node_id: int) -> TorchObject:
+    return TorchObject("nngraph.Node", LuaTable({"data": data, "id": node_id, "children": {}}))
+
+
+def gmodule_example() -> tuple[TorchObject, np.ndarray[Any, Any]]:
+    """An nn.gModule as nngraph builds it: x -> Identity -> Linear, forward and backward nodes
+    sharing their data tables, node data holding the inputs and gradients of the last pass."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 16))
+    identity = TorchObject(
+        "nn.Identity", LuaTable({"output": x, "gradInput": np.zeros((8, 16)), "_type": "t"})
+    )
+    weight = rng.standard_normal((4, 16))
+    linear = TorchObject(
+        "nn.Linear",
+        LuaTable(
+            {
+                "weight": weight,
+                "bias": np.zeros(4),
+                "gradWeight": np.zeros((4, 16)),
+                "gradBias": np.zeros(4),
+                "output": x[:, :4] @ np.eye(4),
+                "gradInput": identity.gradInput,  # what the identity passes back
+                "addBuffer": np.ones(8),
+            }
+        ),
+    )
+    grad_output = np.ones((8, 4))
+    first = LuaTable({"module": identity, "input": LuaTable.from_list([x]), "forwardNodeId": 1})
+    second = LuaTable(
+        {
+            "module": linear,
+            "input": LuaTable.from_list([identity.output]),
+            "gradOutput": LuaTable.from_list([grad_output]),
+            "gradOutputBuffer": grad_output.copy(),
+            "mapindex": LuaTable([(1, first), (first, 1)]),
+            "forwardNodeId": 2,
+        }
+    )
+    forward = [_node(first, 1), _node(second, 2)]
+    backward = [_node(second, 3), _node(first, 4)]
+    fields = {
+        "forwardnodes": LuaTable.from_list(forward),
+        "backwardnodes": LuaTable.from_list(backward),
+        "innode": forward[0],
+        "outnode": forward[1],
+        "modules": LuaTable.from_list([identity, linear]),
+        "output": linear.output,
+        "gradInput": identity.gradInput,
+        "nInputs": 1,
+    }
+    return TorchObject("nn.gModule", LuaTable(fields)), weight
+
+
+def test_gmodule_is_cleared_as_its_clear_state_does() -> None:
+    model, weight = gmodule_example()
+    sizes = {mode: len(streamser.serialize(model, serial=mode)) for mode in MODES}
+    assert sizes["light"] < sizes["medium"] < sizes["heavy"]
+    loaded = streamser.deserialize(streamser.serialize(model, serial="medium"))
+    forward = loaded.forwardnodes.to_list()
+    backward = loaded.backwardnodes.to_list()
+    assert forward[1].data is backward[0].data  # still one data table
+    assert forward[1].data["mapindex"][1] is forward[0].data
+    for node in forward + backward:
+        assert not {"input", "gradOutput", "gradOutputBuffer"} & set(node.data)
+    linear = forward[1].data["module"]
+    assert linear is loaded.modules[2]
+    assert loaded.output is linear.output
+    assert linear.output.size == 0
+    assert loaded.gradInput is linear.gradInput is loaded.modules[1].gradInput
+    np.testing.assert_array_equal(linear.weight, weight)
+    assert linear.gradWeight.size  # light only
+    light = streamser.deserialize(streamser.serialize(model, serial="light"))
+    assert light.modules[2].gradWeight.size == 0
+
+
+@pytest.mark.parametrize("name", ["gmodule_with_linear_identity.t7", "nngraph_node.t7"])
+@pytest.mark.parametrize("fmt", ["binary", "ascii"])
+def test_real_nngraph_files(name: str, fmt: str) -> None:
+    original = streamser.load(REAL_WORLD / name)
+    sizes = [len(streamser.serialize(original, fmt, serial=mode)) for mode in MODES]
+    assert sizes[0] >= sizes[1] >= sizes[2]
+    loaded = streamser.deserialize(streamser.serialize(original, fmt, serial="medium"), fmt)
+    _check_in_place(original, loaded, set())  # its buffers are empty already: all kept
+    if name.startswith("gmodule"):
+        assert sizes[0] > sizes[1] > sizes[2]
+        for node in loaded.forwardnodes.to_list():
+            assert "input" not in node.data
+        assert loaded.forwardnodes[1].data is loaded.backwardnodes[9].data
+    else:  # a node outside any gModule keeps its data
+        assert set(loaded.data) == set(original.data)
+
+
+def test_tables_are_emptied_only_where_nothing_else_keeps_them() -> None:
+    kept, lost = LuaTable.from_list([np.ones(2)]), LuaTable.from_list([np.ones(3)])
+    module = TorchObject("nn.ConcatTable", LuaTable({"output": kept, "gradInput": lost}))
+    loaded = streamser.deserialize(streamser.serialize([module, kept], serial="medium"))
+    out = loaded[1].output
+    assert out is loaded[2]
+    assert len(out) == 1
+    assert len(loaded[1].gradInput) == 0
+
+
+def test_recurrent_modules_clear_steps_and_keep_shared_clones() -> None:
+    weight = np.ones((3, 3))
+    step = TorchObject(
+        "nn.Linear", LuaTable({"weight": weight, "output": np.ones(3), "gradInput": np.ones(3)})
+    )
+    clone = TorchObject(
+        "nn.Linear",
+        LuaTable({"weight": weight, "output": np.full(3, 2.0), "gradInput": np.ones(3)}),
+    )
+    outputs = LuaTable([(1, step.output), (2, clone.output)])
+    lstm = TorchObject(
+        "nn.LSTM",
+        LuaTable(
+            {
+                "recurrentModule": step,
+                "modules": LuaTable.from_list([step]),
+                "sharedClones": LuaTable.from_list([step, clone]),
+                "outputs": outputs,
+                "cells": LuaTable([(1, np.ones(3)), (2, np.ones(3))]),
+                "output": clone.output,
+                "zeroTensor": np.zeros(3),
+                "zeroMask": np.zeros(3, np.uint8),
+                "rho": 5,
+            }
+        ),
+    )
+    loaded = streamser.deserialize(streamser.serialize(lstm, serial="medium"))
+    assert len(loaded.outputs) == 0
+    assert len(loaded.cells) == 0
+    assert loaded.zeroTensor.size == 0
+    assert "zeroMask" not in loaded
+    first, second = loaded.sharedClones.to_list()
+    assert first is loaded.recurrentModule is loaded.modules[1]
+    assert first.weight is second.weight
+    assert first.weight.size == 9
+    assert second.output is loaded.output
+    assert loaded.output.size == 0
+    assert loaded.rho == 5
+
+
+def test_cudnn_and_criteria_buffers() -> None:
+    conv = TorchObject(
+        "cudnn.SpatialConvolution",
+        LuaTable({"weight": np.ones(4), "input_slice": np.ones(8), "_gradOutput": np.ones(2)}),
+    )
+    criterion = TorchObject(
+        "nn.ClassNLLCriterion", LuaTable({"output": 0.25, "gradInput": np.ones(4)})
+    )
+    loaded = streamser.deserialize(streamser.serialize([conv, criterion], serial="medium"))
+    assert loaded[1].input_slice.size == 0
+    assert loaded[1]._gradOutput.size == 0
+    assert loaded[1].weight.size == 4
+    assert loaded[2].output == 0.25
+    assert loaded[2].gradInput.size == 0
+
+
+def test_table_stream_entries_are_cleared(tmp_path: Path) -> None:
+    shared = np.arange(4.0)
+
+    def modules() -> Any:
+        for index in range(3):
+            fields = {"weight": np.full(2, float(index)), "output": shared, "gradInput": np.ones(5)}
+            yield f"m{index}", TorchObject("nn.Linear", LuaTable(fields))
+
+    streamser.save(
+        tmp_path / "s.t7", {"stream": streamser.TableStream(3, modules())}, serial="light"
+    )
+    loaded = streamser.load(tmp_path / "s.t7")["stream"]
+    assert loaded["m0"].output is loaded["m2"].output
+    assert loaded["m0"].output.size == 0
+    assert [loaded[f"m{i}"].weight.tolist() for i in range(3)] == [[0, 0], [1, 1], [2, 2]]
+    assert all(loaded[f"m{i}"].gradInput.size == 0 for i in range(3))
+
+
+def test_modules_a_hook_creates_are_cleared_too() -> None:
+    def renamed(value: Any) -> Any:
+        if isinstance(value, TorchObject) and value.typename == "nn.Old":
+            return TorchObject("nn.Linear", LuaTable(value.fields.items()))
+        return value
+
+    old = TorchObject("nn.Old", LuaTable({"weight": np.ones(2), "output": np.ones(9)}))
+    loaded = streamser.deserialize(streamser.serialize([old], serial="medium", hook=renamed))
+    assert loaded[1].typename == "nn.Linear"
+    assert loaded[1].output.size == 0

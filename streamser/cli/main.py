@@ -4,8 +4,8 @@
 ``info`` prints a file's tree and tensor index (instantly, from the lazy index); ``convert``
 rewrites a file in another format, serialization mode or type; ``dis`` lists the record stream
 for debugging damaged files; ``verify`` reads everything and checks every bound; ``export``
-writes every tensor to an ``.npz``. Errors print one line with the byte offset and exit with
-status 2 (``--debug`` shows the traceback).
+writes every tensor to ``.npz`` or ``.safetensors``. Errors print one line with the byte offset
+and exit with status 2 (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from ..handle import open as streamser_open
 from ..spec.detect import sniff_ascii
 from ..spec.format import get_format
 from ..spec.grammar import describe, iter_records
+from ..tools.export import export
+from ..tools.verify import read_values
 
 
 def demo_checkpoint(seed: int = 0) -> dict[str, Any]:
@@ -176,11 +178,10 @@ def _dis(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     with streamser_open(args.file, format=args.format) as handle:
-        checked = 0
-        for path, array in handle.arrays():
-            if array.size and not np.isfinite(np.sum(array, dtype=np.float64)):
-                print(f"note: {path} holds NaN or infinite values")
-            checked += array.nbytes
+        values = read_values(handle)  # each storage once, never through an expanded view
+        for path in values.nonfinite:
+            print(f"note: {path} holds NaN or infinite values")
+        checked = values.nbytes
         count = len(handle.tensors())
         name = handle.format.name
         trailing = handle.size - handle.end
@@ -192,10 +193,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    with streamser_open(args.file, format=args.format) as handle:
-        arrays = {path: np.asarray(array) for path, array in handle.arrays()}
-        np.savez(args.output, **arrays)  # type: ignore[arg-type]
-    print(f"{args.output}: {len(arrays)} arrays")
+    options = {"keep_empty": args.keep_empty, "allow_expanded": args.allow_expanded}
+    print(export(args.file, args.output, format=args.format, **options))
     return 0
 
 
@@ -262,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--format", choices=formats, default="binary")
     convert.add_argument("--input-format", choices=formats)
     convert.add_argument("--serial", choices=["heavy", "medium", "light"], default="heavy")
-    convert.add_argument("--cast", help="'cpu', 'float32', 'float16', ... or 'cpu+float32'")
+    convert.add_argument(
+        "--cast", help="'cpu', 'nn' (cudnn modules as nn), 'float32', ...; joined: 'cpu+nn'"
+    )
     convert.add_argument("--compress", choices=["zstd"], help="seekable zstd around the file")
     convert.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
     convert.add_argument("--threads", type=int, default=1, help="frames compressed at once")
@@ -280,10 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--format", choices=formats)
     verify.set_defaults(run=_verify)
 
-    export = commands.add_parser("export", help="write every tensor to an .npz file")
+    export = commands.add_parser("export", help="every tensor to .npz or .safetensors")
     export.add_argument("file")
-    export.add_argument("output")
+    export.add_argument("output", help="OUT.npz or OUT.safetensors")
     export.add_argument("--format", choices=formats)
+    export.add_argument("--keep-empty", action="store_true", help="also write empty tensors")
+    export.add_argument(
+        "--allow-expanded", action="store_true", help="write views far larger than their storage"
+    )
     export.set_defaults(run=_export)
     return parser
 

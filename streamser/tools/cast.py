@@ -1,9 +1,11 @@
-"""Casts applied while writing: tensors and storages written as another Torch class.
+"""Casts applied while writing: tensors, storages and modules written as other Torch classes.
 
 A cast changes only the class a tensor is written as; its data is converted chunk by chunk as
 it streams out, so a model is never copied whole into another type. The commonest use: a
 checkpoint of ``torch.CudaTensor`` written as ``torch.FloatTensor`` so that a CPU-only Torch (or
-OpenCV) can read it.
+OpenCV) can read it; ``"cpu+nn"`` also writes cudnn modules as their nn twins
+(:mod:`.modules`), which is the whole of ``model:float()`` followed by ``cudnn.convert(model,
+nn)``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from ..spec.format import CLASSES, CPU_STORAGE, CPU_TENSOR, ELEMENT_BY_DTYPE, TorchClass
 from ..values.lua import LuaTable, TorchObject
+from .modules import to_nn
 
 Cast = Callable[[TorchClass], TorchClass]
 
@@ -23,6 +26,8 @@ def resolve_cast(spec: str | Mapping[str, str] | None) -> Cast | None:
     """A class mapping from ``spec``.
 
     * ``"cpu"``: every CUDA class to its CPU twin (``torch.CudaTensor`` -> ``torch.FloatTensor``);
+    * ``"nn"``: cudnn modules written as nn modules (tensors unchanged; see :func:`cast_hook`),
+      so ``"cpu+nn"`` makes a cudnn checkpoint a CPU nn one;
     * a floating numpy type (``"float32"``, ``"float16"``, ``"float64"``): every floating class
       to that type, CUDA classes staying CUDA; several specs join with ``+``, e.g.
       ``"cpu+float32"``;
@@ -33,7 +38,9 @@ def resolve_cast(spec: str | Mapping[str, str] | None) -> Cast | None:
         return None
     if isinstance(spec, Mapping):
         return _mapping_cast(spec)
-    steps = [_named_cast(part.strip()) for part in spec.split("+")]
+    steps = [step for step in (_named_cast(part) for part in _parts(spec)) if step is not None]
+    if not steps:
+        return None
 
     def combined(cls: TorchClass) -> TorchClass:
         for step in steps:
@@ -43,9 +50,15 @@ def resolve_cast(spec: str | Mapping[str, str] | None) -> Cast | None:
     return combined
 
 
-def _named_cast(name: str) -> Cast:
+def _parts(spec: str) -> list[str]:
+    return [part.strip() for part in spec.split("+")]
+
+
+def _named_cast(name: str) -> Cast | None:
     if name == "cpu":
         return _to_cpu
+    if name == "nn":
+        return None  # module classes only
     try:
         dtype = np.dtype(name)
     except TypeError:
@@ -53,8 +66,8 @@ def _named_cast(name: str) -> Cast:
     element = ELEMENT_BY_DTYPE.get((dtype.kind, dtype.itemsize)) if dtype is not None else None
     if dtype is None or dtype.kind != "f" or element is None:
         raise ValueError(
-            f"unknown cast {name!r}: use 'cpu', a floating type such as 'float32', "
-            "or a mapping of class names"
+            f"unknown cast {name!r}: use 'cpu', 'nn', a floating type such as 'float32' "
+            "(joined with '+', e.g. 'cpu+nn'), or a mapping of class names"
         )
 
     def to_element(cls: TorchClass) -> TorchClass:
@@ -111,3 +124,22 @@ def retype_hook(cast: Cast) -> Callable[[Any], Any]:
         return TorchObject(value.typename, fields, value.version)
 
     return retype
+
+
+def cast_hook(spec: str | Mapping[str, str] | None) -> Callable[[Any], Any] | None:
+    """The write hook of a cast: cudnn modules as nn ones (with ``"nn"`` in ``spec``), then
+    each module's ``_type`` renamed along with its tensors' classes. None if there is none."""
+    class_cast = resolve_cast(spec)
+    steps: list[Callable[[Any], Any]] = []
+    if isinstance(spec, str) and "nn" in _parts(spec):
+        steps.append(to_nn)
+    if class_cast is not None:
+        steps.append(retype_hook(class_cast))
+    if len(steps) <= 1:
+        return steps[0] if steps else None
+    first, second = steps
+
+    def both(value: Any) -> Any:
+        return second(first(value))
+
+    return both
