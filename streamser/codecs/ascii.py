@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, LimitError, TruncatedError
-from ..io.arrays import byte_view, iter_chunks
+from ..io.arrays import ChunkSource, byte_view, iter_chunks
 from ..io.sink import Sink
 from ..spec.format import ElementType
 from .binary import CHUNK_BYTES
@@ -291,7 +291,7 @@ class AsciiEncoder:
             self.sink.write(data)
             self.sink.write(b"\n")
 
-    def write_array(self, element: ElementType, data: np.ndarray[Any, Any]) -> None:
+    def write_array(self, element: ElementType, data: np.ndarray[Any, Any] | ChunkSource) -> None:
         if data.size == 0:
             return
         if element.is_raw:
