@@ -273,9 +273,9 @@ def test_streamed_tensors_are_not_kept_alive_by_the_writer() -> None:
         (torch.bfloat16, 'cast="float32"'),
         (torch.float8_e4m3fn, 'cast="float32"'),
         (torch.float8_e5m2, 'cast="float32"'),
-        (torch.bool, '"torch.BoolTensor": "torch.ByteTensor"'),
-        (torch.uint16, '"torch.UInt16Tensor": "torch.IntTensor"'),
-        (torch.uint32, '"torch.UInt32Tensor": "torch.LongTensor"'),
+        (torch.bool, 'cast="torch.BoolTensor=torch.ByteTensor"'),
+        (torch.uint16, 'cast="torch.UInt16Tensor=torch.IntTensor"'),
+        (torch.uint32, 'cast="torch.UInt32Tensor=torch.LongTensor"'),
         (torch.complex64, "view_as_real"),
     ],
 )

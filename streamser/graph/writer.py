@@ -206,6 +206,8 @@ class GraphWriter:
         self._original = value
         if self.hook is not None:
             value = self.hook(value)
+            if self._stack and self._stack[-1].label is _KEY and _invalid_key(value):
+                raise UnsupportedValueError(f"a hook made a table key {value}", self.path())
         handler = self._dispatch.get(type(value))
         if handler is None:
             handler = self._handler_for(value)

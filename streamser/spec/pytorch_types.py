@@ -4,8 +4,8 @@ Torch7 has eight element types (Byte, Char, Short, Int, Long, Half, Float, Doubl
 bool, bfloat16, the float8 family and wider unsigned integers. A tensor of one of these can be
 written only through a cast that turns its class into a Torch7 class: the floating ones follow
 the named float casts (``cast="float32"``), the others a mapping of class names
-(``cast={"torch.BoolTensor": "torch.ByteTensor"}``, or ``"torch.BoolTensor=torch.ByteTensor"``
-in a cast string). The names are what ``tensor.type()`` prints in PyTorch.
+(``cast="torch.BoolTensor=torch.ByteTensor"``, or as a dict
+``{"torch.BoolTensor": "torch.ByteTensor"}``). The names are what ``tensor.type()`` prints.
 
 These are not Torch7 classes: they are absent from :data:`~streamser.spec.format.CLASSES`, so
 the reader never accepts them, and the writer refuses a tensor whose class is still one of them
@@ -16,7 +16,7 @@ uint8).
 >>> PYTORCH_CLASSES["torch.BFloat16Tensor"].element.dtype.str
 '<f4'
 >>> PYTORCH_ADVICE["torch.BoolTensor"]
-'cast={"torch.BoolTensor": "torch.ByteTensor"} (0 and 1, as Torch7\\'s masks)'
+'cast="torch.BoolTensor=torch.ByteTensor" (0 and 1, as Torch7\\'s masks)'
 """
 
 from __future__ import annotations
@@ -27,20 +27,19 @@ import numpy as np
 
 from .format import ElementType, TorchClass
 
-_FLOAT_ADVICE = 'cast="float32" (exact)'
-
-# PyTorch type name (without "torch." and "Tensor") -> (numpy type of the data, advice).
+# PyTorch type name (without "torch." and "Tensor") -> (numpy type of the data, Torch7 class a
+# mapping cast should name, note); None: a floating type, for the named float casts.
 _TYPES: Final = {
-    "Bool": ("u1", '{"torch.BoolTensor": "torch.ByteTensor"} (0 and 1, as Torch7\'s masks)'),
+    "Bool": ("u1", ("ByteTensor", "0 and 1, as Torch7's masks")),
     "BFloat16": ("<f4", None),
     "Float8_e4m3fn": ("<f4", None),
     "Float8_e4m3fnuz": ("<f4", None),
     "Float8_e5m2": ("<f4", None),
     "Float8_e5m2fnuz": ("<f4", None),
     "Float8_e8m0fnu": ("<f4", None),
-    "UInt16": ("<u2", '{"torch.UInt16Tensor": "torch.IntTensor"} (exact)'),
-    "UInt32": ("<u4", '{"torch.UInt32Tensor": "torch.LongTensor"} (exact)'),
-    "UInt64": ("<u8", '{"torch.UInt64Tensor": "torch.LongTensor"} (values above 2^63 - 1 wrap)'),
+    "UInt16": ("<u2", ("IntTensor", "exact")),
+    "UInt32": ("<u4", ("LongTensor", "exact")),
+    "UInt64": ("<u8", ("LongTensor", "values above 2^63 - 1 wrap")),
 }
 
 
@@ -49,7 +48,10 @@ def _pseudo_classes() -> tuple[dict[str, TorchClass], dict[str, str]]:
     advice: dict[str, str] = {}
     for name, (dtype, mapping) in _TYPES.items():
         element = ElementType(name, np.dtype(dtype), "%.9g")
-        hint = _FLOAT_ADVICE if mapping is None else "cast=" + mapping
+        if mapping is None:
+            hint = 'cast="float32" (exact)'
+        else:
+            hint = f'cast="torch.{name}Tensor=torch.{mapping[0]}" ({mapping[1]})'
         for suffix, is_tensor in (("Tensor", True), ("Storage", False)):
             typename = f"torch.{name}{suffix}"
             classes[typename] = TorchClass(typename, element, is_tensor, is_cuda=False)
