@@ -201,3 +201,13 @@ def test_bad_inputs_and_options_are_one_line_errors(
         err = capsys.readouterr().err
         assert message in err
         assert err.count("\n") == 1
+
+
+def test_the_bridge_benchmark_runs_and_checks_its_outputs(tmp_path: Path) -> None:
+    from bench import safetensors_bridge as bench
+
+    bench.make_data(tmp_path, 1 << 20)
+    for operation, _ in bench.CASES.values():
+        operation(tmp_path)
+    assert bench.check_outputs(tmp_path) == []
+    assert bench.measure("limit: copyfile", tmp_path)["seconds"] >= 0

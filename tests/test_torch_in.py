@@ -316,6 +316,17 @@ def test_bool_and_unsigned_types_convert_with_a_mapping_cast() -> None:
     )
 
 
+@pytest.mark.parametrize("fmt", ["binary", "ascii"])
+def test_casts_to_byte_and_char_convert_each_element(fmt: str) -> None:
+    cast = {"torch.UInt16Tensor": "torch.CharTensor", "torch.IntTensor": "torch.ByteTensor"}
+    value = {"u": torch.tensor([1, 2, 300], dtype=torch.uint16), "i": np.arange(3, dtype=np.int32)}
+    loaded = streamser.deserialize(streamser.serialize(value, fmt, cast=cast), fmt)
+    assert loaded["u"].dtype == np.int8
+    assert loaded["u"].tolist() == [1, 2, 44]  # wrapped, as Torch7 converts
+    assert loaded["i"].dtype == np.uint8
+    assert loaded["i"].tolist() == [0, 1, 2]
+
+
 def test_views_of_a_converted_storage_stay_one_storage() -> None:
     base = torch.arange(8.0).to(torch.bfloat16)
     value = {"all": base, "tail": base[4:]}
@@ -328,8 +339,13 @@ def test_modules_sparse_quantized_and_meta_tensors_are_refused() -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
         quantized = torch.quantize_per_tensor(torch.ones(2), 0.1, 0, torch.qint8)
+
+    class Net(torch.nn.Module):
+        pass
+
     cases: list[tuple[Any, str]] = [
         (torch.nn.Linear(2, 2), "state_dict"),
+        (Net(), "save its state_dict"),
         (torch.eye(2).to_sparse(), "to_dense"),
         (quantized, "dequantize"),
         (torch.empty(2, device="meta"), "meta"),

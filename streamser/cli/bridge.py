@@ -19,6 +19,7 @@ from ..errors import StreamserError
 from ..tools.from_safetensors import SafetensorsFile
 from ..tools.to_safetensors import t7_to_safetensors
 
+_SAVE_OPTIONS = ("format", "serial", "cast", "compress", "level", "threads")
 _T7_ONLY = {"format": "binary", "serial": "heavy", "cast": None, "compress": None}
 
 
@@ -44,17 +45,8 @@ def from_safetensors(args: argparse.Namespace, progress: Callable[[int], Any]) -
         raise StreamserError("--torch-names names the tensors of .safetensors output")
     source = SafetensorsFile(args.input)
     report = progress(source.nbytes)
-    save(
-        args.output,
-        source.table(),
-        format=args.format,
-        serial=args.serial,
-        cast=args.cast,
-        hook=report.hook,
-        compress=args.compress,
-        level=args.level,
-        threads=args.threads,
-    )
+    options = {name: getattr(args, name) for name in _SAVE_OPTIONS}
+    save(args.output, source.table(), hook=report.hook, **options)
     report.close()
     dropped = f"; metadata not written: {sorted(source.metadata)}" if source.metadata else ""
     _report(args, f"{len(source.entries)} tensors, {args.format}{dropped}")

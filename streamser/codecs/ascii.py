@@ -296,6 +296,8 @@ class AsciiEncoder:
             return
         if element.is_raw:
             for chunk in iter_chunks(data, CHUNK_BYTES):
+                if chunk.dtype != element.dtype:  # a cast to Byte or Char: one byte each
+                    chunk = convert_chunk(chunk, element.dtype)
                 self.sink.write_large(byte_view(chunk))
         else:
             for index, chunk in enumerate(iter_chunks(data, _FORMAT_CHUNK * data.itemsize)):

@@ -1,11 +1,10 @@
 """Values of other libraries met by the writer (torch tensors), with the library imported only then.
 
-The writer asks :func:`foreign_handler` about a type it has no handler for, once per type. A type
-is torch's when its module is (``torch``, ``torch.nn.parameter``) or when it subclasses
-``torch.Tensor``, which is asked only of a torch already imported: a tensor cannot exist before
-torch is, so streamser never imports torch itself, and saving numpy values costs nothing more.
-The torch side lives in :mod:`streamser.torch.adapt`.
-"""
+The writer asks :func:`foreign_handler` about a type it has no handler for, once per type. A
+type is torch's when its module is (``torch``, ``torch.nn.parameter``) or when it subclasses
+``torch.Tensor`` or ``torch.nn.Module``, which is asked only of a torch already imported: a
+tensor cannot exist before torch is, so streamser never imports torch itself, and saving numpy
+values costs nothing more. The torch side lives in :mod:`streamser.torch.adapt`."""
 
 from __future__ import annotations
 
@@ -22,7 +21,8 @@ def foreign_handler(writer: GraphWriter, kind: type) -> Callable[[Any], None] | 
     torch: Any = sys.modules.get("torch")
     if torch is None:
         return None
-    if not kind.__module__.startswith("torch") and not issubclass(kind, torch.Tensor):
+    claimed = (torch.Tensor, torch.nn.Module)  # subclasses live in the user's modules
+    if not kind.__module__.startswith("torch") and not issubclass(kind, claimed):
         return None
     from ..torch.adapt import handler_for  # torch is loaded: importing the bridge is cheap now
 

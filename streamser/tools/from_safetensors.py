@@ -6,7 +6,8 @@ byte offsets of the header (which streamser reads as well, since ``safe_open`` d
 them, and checks against what ``safe_open`` says). The value is a flat table ``{name: tensor}``
 produced while it is written (a :class:`~streamser.TableStream`), so the writer holds one
 tensor's mapping at a time, and a plain binary save copies each tensor file to file in the
-kernel (``copy_file_range``): the data need not pass through the process at all.
+kernel (``copy_file_range``, for tensors of 16 MiB and more): their data never passes
+through the process.
 
 Names stay as they are (``"0.weight"``), not split into nested tables at the dots: a name is
 data (a dot may belong to it), and PyTorch's ``load_state_dict`` wants them flat, which is how
@@ -80,11 +81,17 @@ class SafetensorsFile:
 
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
-        names, self.metadata = _checked_by_safetensors(self.path)
-        self.data_start, entries = read_header(self.path)
+        """The file."""
+        names, metadata = _checked_by_safetensors(self.path)
+        self.metadata: dict[str, str] = metadata
+        """The header's ``__metadata__`` (empty when there is none); not written to ``.t7``."""
+        start, entries = read_header(self.path)
         if [entry.name for entry in entries] != names:
             raise FormatError(f"{self.path}: safe_open and the header disagree on the names")
+        self.data_start: int = start
+        """Byte offset of the data section (the header's offsets count from here)."""
         self.entries: list[Entry] = entries
+        """The tensors, in the order of their data."""
 
     @property
     def nbytes(self) -> int:
