@@ -8,7 +8,7 @@ truncates a file that may be memory-mapped by an earlier ``load``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,13 +20,14 @@ from .io.sink import writer_for
 from .spec.format import get_format
 from .spec.limits import Limits
 from .streams import Writer
+from .types import CastSpec, Compression, FormatName, SerialMode
 
 PathLike = str | os.PathLike[str]
 
 
 def load(
     source: PathLike | BinaryIO,
-    format: str | None = None,
+    format: FormatName | None = None,
     referenced: bool = True,
     *,
     mmap: bool = True,
@@ -53,7 +54,7 @@ def load(
 
 def deserialize(
     data: bytes | bytearray | memoryview,
-    format: str | None = None,
+    format: FormatName | None = None,
     referenced: bool = True,
     **limits: int,
 ) -> Any:
@@ -68,14 +69,14 @@ def deserialize(
 
 def serialize(
     value: Any,
-    format: str = "binary",
+    format: FormatName = "binary",
     referenced: bool = True,
     *,
     compact: bool = False,
-    serial: str = "heavy",
+    serial: SerialMode = "heavy",
     hook: Callable[[Any], Any] | None = None,
-    cast: str | Mapping[str, str] | None = None,
-    compress: str | None = None,
+    cast: CastSpec | None = None,
+    compress: Compression | None = None,
     level: int = 3,
     threads: int = 1,
 ) -> bytes:
@@ -93,10 +94,10 @@ def serialize(
 
 def serialize_pieces(
     value: Any,
-    format: str = "binary",
+    format: FormatName = "binary",
     referenced: bool = True,
     *,
-    compress: str | None = None,
+    compress: Compression | None = None,
     level: int = 3,
     threads: int = 1,
     **options: Any,
@@ -120,14 +121,14 @@ class _PieceCollector:
 def save(
     target: PathLike | BinaryIO,
     value: Any,
-    format: str = "binary",
+    format: FormatName = "binary",
     referenced: bool = True,
     *,
     compact: bool = False,
-    serial: str = "heavy",
+    serial: SerialMode = "heavy",
     hook: Callable[[Any], Any] | None = None,
-    cast: str | Mapping[str, str] | None = None,
-    compress: str | None = None,
+    cast: CastSpec | None = None,
+    compress: Compression | None = None,
     level: int = 3,
     threads: int = 1,
 ) -> None:
@@ -167,7 +168,7 @@ def _compressor(
 
 
 def _write_through(
-    target: Any, value: Any, format: str, referenced: bool, options: dict[str, Any]
+    target: Any, value: Any, format: FormatName, referenced: bool, options: dict[str, Any]
 ) -> None:
     """Write ``value`` to ``target``; a compressor is closed (seek table) only on success."""
     try:

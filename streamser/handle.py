@@ -156,6 +156,7 @@ class T7File:
         return self._find(keys, _MISSING)
 
     def keys(self) -> list[Any]:
+        """The keys of the root table (or the fields of a root object), in the file's order."""
         root = self._root()
         return list(root) if isinstance(root, Mapping) else []
 

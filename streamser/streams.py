@@ -7,7 +7,7 @@ step after every call, so reads can be mixed with other uses of the file.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .codecs import decoder_for, encoder_for
@@ -21,6 +21,7 @@ from .spec.grammar import decode_string
 from .spec.limits import Limits
 from .tools.cast import cast_hook, resolve_cast
 from .tools.serial import serial_hook
+from .types import CastSpec, FormatName, SerialMode
 from .values.lua import TableStream
 
 
@@ -49,7 +50,7 @@ class Reader:
     def __init__(
         self,
         source: Any,
-        format: str | None = "binary",
+        format: FormatName | None = "binary",
         *,
         referenced: bool = True,
         mmap: bool = True,
@@ -71,6 +72,7 @@ class Reader:
 
     @property
     def position(self) -> int:
+        """Bytes of the input consumed so far."""
         return self._decoder.pos
 
     def _sync(self) -> None:
@@ -78,9 +80,11 @@ class Reader:
             self._file.seek(self._origin + self._decoder.pos)
 
     def at_end(self) -> bool:
+        """True when nothing is left to read."""
         return self._decoder.remaining() <= 0
 
     def read_object(self) -> Any:
+        """The next value, as ``File:readObject``; back-references may reach earlier values."""
         try:
             with parsing(self._decoder_buffer):
                 return self._graph.read_object()
@@ -88,24 +92,28 @@ class Reader:
             self._sync()
 
     def read_int(self) -> int:
+        """The next 4-byte integer, as ``File:readInt``."""
         try:
             return self._decoder.read_int()
         finally:
             self._sync()
 
     def read_long(self) -> int:
+        """The next C long (8 bytes, 4 in ``b32``), as ``File:readLong``."""
         try:
             return self._decoder.read_long()
         finally:
             self._sync()
 
     def read_double(self) -> float:
+        """The next double, as ``File:readDouble``."""
         try:
             return self._decoder.read_double()
         finally:
             self._sync()
 
     def read_bool(self) -> bool:
+        """The next boolean (an integer, 1 for true), as ``File:readBool``."""
         return self.read_int() == 1
 
     def read_string(self) -> str | bytes:
@@ -130,13 +138,13 @@ class Writer:
     def __init__(
         self,
         fileobj: WriteTarget,
-        format: str = "binary",
+        format: FormatName = "binary",
         *,
         referenced: bool = True,
         compact: bool = False,
-        serial: str = "heavy",
+        serial: SerialMode = "heavy",
         hook: Callable[[Any], Any] | None = None,
-        cast: str | Mapping[str, str] | None = None,
+        cast: CastSpec | None = None,
         buffer_size: int = 1 << 20,
     ) -> None:
         self.format: Format = get_format(format)
@@ -154,9 +162,11 @@ class Writer:
 
     @property
     def bytes_written(self) -> int:
+        """Bytes accepted so far, including those still in the buffer."""
         return self._sink.written
 
     def write_object(self, value: Any) -> None:
+        """Write ``value`` and all it holds, as ``File:writeObject``."""
         if self._serial is not None:
             self._serial.prepare(value)  # what the mode clears is found before writing
         self._graph.write_object(value)
@@ -171,28 +181,34 @@ class Writer:
         self.write_object(TableStream(length, items))
 
     def write_int(self, value: int) -> None:
+        """Write a 4-byte integer, as ``File:writeInt``."""
         self._encoder.write_int(int(value))
         self._encoder.settle()
 
     def write_long(self, value: int) -> None:
+        """Write a C long (8 bytes, 4 in ``b32``), as ``File:writeLong``."""
         self._encoder.write_long(int(value))
         self._encoder.settle()
 
     def write_double(self, value: float) -> None:
+        """Write a double, as ``File:writeDouble``."""
         self._encoder.write_double(float(value))
         self._encoder.settle()
 
     def write_bool(self, value: bool) -> None:
+        """Write a boolean (an integer, 1 for true), as ``File:writeBool``."""
         self._encoder.write_int(1 if value else 0)
         self._encoder.settle()
 
     def write_string(self, value: str | bytes) -> None:
+        """Write a length-prefixed string (UTF-8 for ``str``), read back by ``read_string``."""
         data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
         self._encoder.write_int(len(data))
         self._encoder.write_raw(data)
         self._encoder.settle()
 
     def flush(self) -> None:
+        """Push the buffered records to the file object and flush it."""
         self._sink.drain()
         flush = getattr(self._file, "flush", None)
         if flush is not None:

@@ -157,6 +157,15 @@ def test_hook_replaces_values_and_keeps_sharing_on_the_original() -> None:
     assert shared.tolist() == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("bad_key", [None, float("nan")])
+def test_a_hook_cannot_make_a_nil_table_key(tmp_path: Path, bad_key: Any) -> None:
+    target = tmp_path / "x.t7"
+    target.write_bytes(b"old")
+    with pytest.raises(streamser.UnsupportedValueError, match="hook made a table key"):
+        streamser.save(target, {"a": 1}, hook=lambda v: bad_key if isinstance(v, str) else v)
+    assert target.read_bytes() == b"old"
+
+
 # --- casts ---------------------------------------------------------------------------------------
 
 

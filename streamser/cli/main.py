@@ -31,6 +31,7 @@ from ..spec.format import get_format
 from ..spec.grammar import describe, iter_records
 from ..tools.export import export
 from ..tools.verify import read_values
+from .bridge import from_safetensors, is_safetensors, to_safetensors
 
 
 def demo_checkpoint(seed: int = 0) -> dict[str, Any]:
@@ -138,6 +139,10 @@ def _print_tensor_table(tensors: list[TensorInfo]) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    if is_safetensors(args.output):
+        return to_safetensors(args)
+    if is_safetensors(args.input):
+        return from_safetensors(args, lambda total: Progress(total, enabled=not args.quiet))
     with streamser_open(args.input, format=args.input_format) as handle:
         total = sum(info.nbytes for info in handle.tensors())
         progress = Progress(total, enabled=not args.quiet)
@@ -255,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--max-lines", type=int, default=200)
     info.set_defaults(run=_info)
 
-    convert = commands.add_parser("convert", help="rewrite a file in another format or mode")
+    convert = commands.add_parser(
+        "convert", help="rewrite a file in another format or mode, or to/from .safetensors"
+    )
     convert.add_argument("input")
     convert.add_argument("output")
     convert.add_argument("--format", choices=formats, default="binary")
@@ -268,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
     convert.add_argument("--threads", type=int, default=1, help="frames compressed at once")
     convert.add_argument("--quiet", action="store_true", help="no progress report")
+    convert.add_argument(
+        "--torch-names", action="store_true", help=".safetensors output: PyTorch state_dict names"
+    )
     convert.set_defaults(run=_convert)
 
     dis = commands.add_parser("dis", help="print the record stream, for damaged files")

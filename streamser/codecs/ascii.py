@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, LimitError, TruncatedError
-from ..io.arrays import byte_view, iter_chunks
+from ..io.arrays import ChunkSource, byte_view, iter_chunks
 from ..io.sink import Sink
 from ..spec.format import ElementType
 from .binary import CHUNK_BYTES
@@ -291,11 +291,13 @@ class AsciiEncoder:
             self.sink.write(data)
             self.sink.write(b"\n")
 
-    def write_array(self, element: ElementType, data: np.ndarray[Any, Any]) -> None:
+    def write_array(self, element: ElementType, data: np.ndarray[Any, Any] | ChunkSource) -> None:
         if data.size == 0:
             return
         if element.is_raw:
             for chunk in iter_chunks(data, CHUNK_BYTES):
+                if chunk.dtype != element.dtype:  # a cast to Byte or Char: one byte each
+                    chunk = convert_chunk(chunk, element.dtype)
                 self.sink.write_large(byte_view(chunk))
         else:
             for index, chunk in enumerate(iter_chunks(data, _FORMAT_CHUNK * data.itemsize)):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, LimitError, TruncatedError, UnsupportedValueError
-from ..io.arrays import byte_view, file_region, iter_chunks
+from ..io.arrays import ChunkSource, byte_view, file_region, iter_chunks
 from ..io.sink import DIRECT_THRESHOLD, Sink
 from ..spec.format import INT32_MAX, INT32_MIN, ElementType
 from .convert import convert_chunk
@@ -257,10 +257,10 @@ class BinaryEncoder:
         """Let the sink drain what has gathered (called once per value by the graph writer)."""
         self.sink.settle()
 
-    def write_array(self, element: ElementType, data: np.ndarray[Any, Any]) -> None:
+    def write_array(self, element: ElementType, data: np.ndarray[Any, Any] | ChunkSource) -> None:
         """Write ``data``'s elements in C order, converting in bounded chunks if needed."""
         dtype = element.file_dtype(self.long_size)
-        if data.dtype == dtype and data.flags.c_contiguous:
+        if isinstance(data, np.ndarray) and data.dtype == dtype and data.flags.c_contiguous:
             if data.nbytes < CHUNK_BYTES:
                 self.sink.write_large(byte_view(data))  # the common small case: no chunking
                 return

@@ -22,7 +22,7 @@ import numpy as np
 from ..codecs import BinaryEncoder, Encoder
 from ..codecs.binary import CHUNK_BYTES
 from ..errors import UnsupportedValueError
-from ..io.arrays import Array, address_of, root_of
+from ..io.arrays import Array, ChunkSource, address_of, root_of
 from ..io.sink import DIRECT_THRESHOLD
 from ..spec.format import (
     CLASSES,
@@ -49,7 +49,8 @@ from ..values.lua import (
     TorchObject,
     gc_paused,
 )
-from ..values.tensors import layout_of
+from ..values.tensors import TensorLayout, layout_of
+from .foreign import foreign_handler
 from .memo import IdentityMemo
 
 # The compiled loop, or None for pure Python (set it to None to compare the two).
@@ -205,6 +206,8 @@ class GraphWriter:
         self._original = value
         if self.hook is not None:
             value = self.hook(value)
+            if self._stack and self._stack[-1].label is _KEY and _invalid_key(value):
+                raise UnsupportedValueError(f"a hook made a table key {value}", self.path())
         handler = self._dispatch.get(type(value))
         if handler is None:
             handler = self._handler_for(value)
@@ -234,6 +237,8 @@ class GraphWriter:
             handler = self._write_function
         elif isinstance(value, Storage):
             handler = self._write_storage_value
+        elif (foreign := foreign_handler(self, kind)) is not None:  # torch, imported if seen
+            handler = foreign
         else:
             raise UnsupportedValueError(
                 f"cannot write a value of type {kind.__module__}.{kind.__qualname__}", self.path()
@@ -372,6 +377,11 @@ class GraphWriter:
             layout = layout_of(value, compact=self.compact, addresses=self._addresses)
         except UnsupportedValueError as exc:
             raise UnsupportedValueError(exc.message, self.path()) from None
+        self.write_layout(layout)
+
+    def write_layout(self, layout: TensorLayout) -> None:
+        """Write the value being written as the tensor ``layout`` describes (the layout of a
+        value that is not an ndarray is decided elsewhere: :mod:`streamser.torch.adapt`)."""
         if not self._begin(TAG_TORCH, self._original, self._memo):
             return
         cls = layout.cls if self.cast is None else self.cast(layout.cls)
@@ -398,7 +408,7 @@ class GraphWriter:
             cls = self.cast(cls)
         self._write_storage(root if whole else array, array, cls)
 
-    def _write_storage(self, key: Any, data: Array, cls: TorchClass) -> None:
+    def _write_storage(self, key: Any, data: Array | ChunkSource, cls: TorchClass) -> None:
         if self._begin(TAG_TORCH, key, self._storages):
             self._write_class_header(cls.typename, 1)
             self.encoder.write_long(int(data.size))

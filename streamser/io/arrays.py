@@ -8,11 +8,31 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 Array = np.ndarray[Any, Any]
+
+
+class ChunkSource(Protocol):
+    """Elements that are not in this process's memory as one array (a GPU tensor, a type numpy
+    lacks): a writer pulls them in order as host arrays of at most about ``max_bytes`` each."""
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The numpy type of the chunks."""
+
+    @property
+    def size(self) -> int:
+        """How many elements the chunks hold in all."""
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes of one element of a chunk."""
+
+    def chunks(self, max_bytes: int) -> Iterator[Array]:
+        """The elements in C order, as contiguous 1-D arrays of at most about ``max_bytes``."""
 
 
 def root_of(array: Array) -> Array:
@@ -52,12 +72,16 @@ def byte_view(array: Array) -> memoryview:
     return view
 
 
-def iter_chunks(array: Array, max_bytes: int) -> Iterator[Array]:
+def iter_chunks(array: Array | ChunkSource, max_bytes: int) -> Iterator[Array]:
     """C-order pieces of ``array``, each contiguous and at most about ``max_bytes``.
 
     A contiguous array yields views; a strided one yields bounded copies, one block of rows at a
-    time, so a huge non-contiguous view is never copied whole.
+    time, so a huge non-contiguous view is never copied whole. A :class:`ChunkSource` yields
+    its own chunks.
     """
+    if not isinstance(array, np.ndarray):
+        yield from array.chunks(max_bytes)
+        return
     if array.flags.c_contiguous:
         flat = array.reshape(-1)
         step = max(1, max_bytes // max(1, array.itemsize))

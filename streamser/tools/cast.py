@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..spec.format import CLASSES, CPU_STORAGE, CPU_TENSOR, ELEMENT_BY_DTYPE, TorchClass
+from ..spec.pytorch_types import PYTORCH_CLASSES
 from ..values.lua import LuaTable, TorchObject
 from .modules import to_nn
 
@@ -32,7 +33,9 @@ def resolve_cast(spec: str | Mapping[str, str] | None) -> Cast | None:
       to that type, CUDA classes staying CUDA; several specs join with ``+``, e.g.
       ``"cpu+float32"``;
     * a mapping of class names (``{"torch.DoubleTensor": "torch.FloatTensor"}``); storages
-      follow their tensors, and a mapping of storage names works too.
+      follow their tensors, and a mapping of storage names works too. Sources may also be
+      PyTorch types Torch7 lacks (``"torch.BoolTensor"``, see
+      :mod:`streamser.spec.pytorch_types`); in a string, ``"SOURCE=TARGET"`` maps one class.
     """
     if spec is None:
         return None
@@ -59,6 +62,9 @@ def _named_cast(name: str) -> Cast | None:
         return _to_cpu
     if name == "nn":
         return None  # module classes only
+    if "=" in name:
+        source, target = name.split("=", 1)
+        return _mapping_cast({source.strip(): target.strip()})
     try:
         dtype = np.dtype(name)
     except TypeError:
@@ -90,10 +96,11 @@ def _to_cpu(cls: TorchClass) -> TorchClass:
 def _mapping_cast(mapping: Mapping[str, str]) -> Cast:
     table: dict[str, TorchClass] = {}
     for source, target in mapping.items():
-        if source not in CLASSES or target not in CLASSES:
-            unknown = source if source not in CLASSES else target
+        src = CLASSES.get(source) or PYTORCH_CLASSES.get(source)
+        if src is None or target not in CLASSES:
+            unknown = source if src is None else target
             raise ValueError(f"unknown tensor or storage class {unknown!r} in cast")
-        src, dst = CLASSES[source], CLASSES[target]
+        dst = CLASSES[target]
         if src.is_tensor != dst.is_tensor:
             raise ValueError(f"cannot cast {source} to {target}: one is a storage")
         table[src.tensor_typename] = CLASSES[dst.tensor_typename]

@@ -29,10 +29,10 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -48,6 +48,27 @@ EXPANSION_FLOOR = 1 << 20  # ... unless it is no larger than this many bytes
 CHUNK_BYTES = 16 << 20  # the most of one tensor held in memory while it is written
 _SAFE = "-._~[]"  # besides letters and digits: characters kept as they are in .npz names
 Arrays = Iterator[np.ndarray[Any, Any]]
+
+
+class Described(Protocol):
+    """What the writers read of a tensor before its data (a :class:`TensorInfo` has it)."""
+
+    @property
+    def path(self) -> str:
+        """The name the tensor is written under."""
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Its numpy type."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Its shape."""
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its data."""
+
 
 _SAFETENSORS_DTYPES = {
     ("f", 8): "F64",
@@ -171,7 +192,7 @@ def _arrays(handle: T7File, wanted: dict[str, int]) -> Arrays:
         raise StreamserError("internal error: the index lists tensors that were not found")
 
 
-def _write_npz(path: Path, infos: list[TensorInfo], arrays: Arrays) -> int:
+def _write_npz(path: Path, infos: Sequence[Described], arrays: Arrays) -> int:
     """One ``.npy`` member per tensor, each streamed into the archive (ZIP64, stored)."""
     total = 0
     with replacing(path) as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as archive:
@@ -182,8 +203,9 @@ def _write_npz(path: Path, infos: list[TensorInfo], arrays: Arrays) -> int:
     return total
 
 
-def _write_safetensors(path: Path, infos: list[TensorInfo], arrays: Arrays) -> int:
-    """The header from the index, then each tensor's bytes in order."""
+def write_safetensors(path: Path, infos: Sequence[Described], arrays: Arrays) -> int:
+    """The header from ``infos``, then each of ``arrays`` (one per info, in order), atomically;
+    returns the bytes of tensor data written."""
     header = safetensors_header(infos)
     with replacing(path) as raw:
         raw.write(len(header).to_bytes(8, "little"))
@@ -191,7 +213,7 @@ def _write_safetensors(path: Path, infos: list[TensorInfo], arrays: Arrays) -> i
         return sum(_write_little_endian(raw, array) for array in arrays)
 
 
-def safetensors_header(infos: list[TensorInfo]) -> bytes:
+def safetensors_header(infos: Sequence[Described]) -> bytes:
     """The JSON header for ``infos``, padded with spaces to a multiple of 8 bytes."""
     entries: dict[str, Any] = {}
     offset = 0
@@ -212,7 +234,7 @@ def safetensors_header(infos: list[TensorInfo]) -> bytes:
     return text + b" " * (-len(text) % 8)
 
 
-def _safetensors_dtype(info: TensorInfo) -> str:
+def _safetensors_dtype(info: Described) -> str:
     name = _SAFETENSORS_DTYPES.get((info.dtype.kind, info.dtype.itemsize))
     if name is None:
         raise ExportError(f"{info.path}: no safetensors type for {info.dtype}")
@@ -229,10 +251,10 @@ def _write_little_endian(raw: BinaryIO, array: np.ndarray[Any, Any]) -> int:
     return int(array.nbytes)
 
 
-Writer = Callable[[Path, list[TensorInfo], Arrays], int]
+Writer = Callable[[Path, Sequence[Described], Arrays], int]
 _WRITERS: dict[str, tuple[str, Writer]] = {
     ".npz": ("npz", _write_npz),
-    ".safetensors": ("safetensors", _write_safetensors),
+    ".safetensors": ("safetensors", write_safetensors),
 }
 
 

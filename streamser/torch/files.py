@@ -3,8 +3,8 @@
 ``load_state_dict`` accepts a saved module tree (names from ``names.py``) or a saved table of
 tensors (keys kept, as ``save_state_dict`` writes them), so that
 ``model.load_state_dict(streamser.torch.load_state_dict("model.t7"))`` works for both.
-``save_state_dict`` writes a flat table ``{name = tensor}``; tensors go to numpy first (CPU
-tensors without a copy), since the core writer does not take torch tensors.
+``save_state_dict`` writes a flat table ``{name = tensor}``: ``streamser.save`` takes torch
+tensors as they are (CPU memory without a copy, other devices in bounded chunks).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
 import streamser
@@ -56,43 +55,11 @@ def _tensor(key: Any, item: Any) -> torch.Tensor:
 
 
 def save_state_dict(path: PathLike, tensors: Mapping[str, torch.Tensor], **options: Any) -> None:
-    """Write ``tensors`` as a Torch7 table of tensors; ``options`` go to ``streamser.save``
-    (``format``, ``compress``, ...). Tensors that share a storage are written as views of one
-    Torch7 storage, as Torch7 would (PyTorch's ``.numpy()`` alone would lose that)."""
-    storages: dict[tuple[int, torch.dtype], np.ndarray[Any, Any]] = {}
-    arrays = {str(name): _array(str(name), t, storages) for name, t in tensors.items()}
-    streamser.save(path, arrays, **options)
-
-
-def _array(
-    name: str, tensor: torch.Tensor, storages: dict[tuple[int, torch.dtype], np.ndarray[Any, Any]]
-) -> np.ndarray[Any, Any]:
-    """``tensor`` as a numpy view of one array per storage (keyed by address and dtype)."""
-    if not isinstance(tensor, torch.Tensor):
-        raise UnsupportedValueError(f"expected a tensor, got {type(tensor).__name__}", name)
-    tensor = tensor.detach().cpu()
-    storage = tensor.untyped_storage()
-    key = (storage.data_ptr(), tensor.dtype)
-    if key not in storages:
-        whole = torch.empty(0, dtype=tensor.dtype)
-        whole.set_(storage)  # every element of the storage, as a 1-D tensor
-        storages[key] = _numpy(name, whole)
-    base = storages[key]
-    item = base.itemsize
-    return np.ndarray(
-        tuple(tensor.shape),
-        base.dtype,
-        buffer=base,
-        offset=tensor.storage_offset() * item,
-        strides=tuple(stride * item for stride in tensor.stride()),
-    )
-
-
-def _numpy(name: str, tensor: torch.Tensor) -> np.ndarray[Any, Any]:
-    try:
-        return tensor.numpy()
-    except TypeError as error:
-        raise UnsupportedValueError(
-            f"a {tensor.dtype} tensor has no Torch7 class; convert it first (.float(), .long())",
-            name,
-        ) from error
+    """Write ``tensors`` as a Torch7 table ``{name = tensor}``; ``options`` go to
+    ``streamser.save`` (``format``, ``compress``, ``cast``, ...). Tensors that share a storage
+    are written as views of one Torch7 storage, as Torch7 would (see
+    :mod:`streamser.torch.adapt`)."""
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise UnsupportedValueError(f"expected a tensor, got {type(tensor).__name__}", name)
+    streamser.save(path, {str(name): tensor for name, tensor in tensors.items()}, **options)

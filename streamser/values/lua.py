@@ -156,8 +156,11 @@ class TorchObject(Mapping[Any, Any]):
 
     def __init__(self, typename: str, fields: Any = None, version: int | float = 1) -> None:
         self.typename = typename
+        """The Torch class name, as ``torch.typename`` gives it (``"nn.Linear"``)."""
         self.version = version
+        """The version written before the class name (``"V 1"``); 0 in files older than that."""
         self.fields: Any = LuaTable() if fields is None else fields
+        """The object's fields: a :class:`LuaTable`, or whatever its class wrote instead."""
 
     def _table(self) -> Mapping[Any, Any] | None:
         """The fields as a mapping; None for a payload that is not a plain table (which a
@@ -217,8 +220,11 @@ class LuaFunction:
 
     def __init__(self, bytecode: bytes, upvalues: Any = None, tag: int = 8) -> None:
         self.bytecode = bytecode
+        """The function as ``string.dump`` gave it (Lua 5.1 / LuaJIT bytecode)."""
         self.upvalues = LuaTable() if upvalues is None else upvalues
+        """The values the function closes over, as a table indexed from 1."""
         self.tag = tag
+        """The type tag it was read with (8, or the legacy 6 and 7)."""
 
     def __repr__(self) -> str:
         return f"LuaFunction(<{len(self.bytecode)} bytes of bytecode>, tag={self.tag})"
@@ -238,7 +244,9 @@ class Storage:
         if array.ndim != 1:
             raise ValueError(f"a storage is one-dimensional, got shape {array.shape}")
         self.array: np.ndarray[Any, Any] = array
+        """The storage's elements: a flat array, which the file's tensors view."""
         self.typename = typename or default_class(array.dtype, tensor=False).typename
+        """The Torch class name (``"torch.FloatStorage"``, ``"torch.CudaStorage"``, ...)."""
         remember_class(array, CLASSES[self.typename])
 
     @classmethod
@@ -253,6 +261,7 @@ class Storage:
 
     @property
     def dtype(self) -> np.dtype[Any]:
+        """The numpy type of the elements."""
         dtype: np.dtype[Any] = self.array.dtype
         return dtype
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError
-from ..io.arrays import Array, address_of, root_of
+from ..io.arrays import Array, ChunkSource, address_of, root_of
 from ..spec.format import CLASSES, CPU_STORAGE, CPU_TENSOR, ElementType, TorchClass, element_of
 from .lua import remembered_class
 
@@ -134,7 +134,7 @@ class TensorLayout:
     strides: tuple[int, ...]
     offset: int  # 0-based, in elements
     storage_key: Any  # the object whose identity is the storage's (kept alive by the memo)
-    storage_data: Array | None  # elements of the storage, in order (any memory layout)
+    storage_data: Array | ChunkSource | None  # elements of the storage, in order (any layout)
 
 
 def _flat_memory(root: Array) -> Array | None:
