@@ -50,11 +50,19 @@ class LazyStorage:
         return self.count * self.file_dtype.itemsize
 
     def read(self, first: int = 0, end: int | None = None) -> Array:
-        """Elements ``first:end`` as a new array (only their frames are decompressed)."""
+        """Elements ``first:end`` as a new array (only their frames are decompressed, only
+        their bytes fetched: a big read as parallel range requests)."""
         end = self.count if end is None else end
-        itemsize = self.file_dtype.itemsize
         array = np.empty(end - first, dtype=self.file_dtype)
-        self.source.read_into(self.start + first * itemsize, byte_view(array))
+        self.source.read_into(self.offset_of(first), byte_view(array))
+        return self.loaded(array)
+
+    def offset_of(self, element: int) -> int:
+        """Byte position of element ``element`` in the source."""
+        return self.start + element * self.file_dtype.itemsize
+
+    def loaded(self, array: Array) -> Array:
+        """Elements as read from the file, in the dtype they load as (b32 Longs widen)."""
         return array if self.file_dtype == self.dtype else array.astype(self.dtype)
 
     def view(
@@ -181,10 +189,7 @@ def materialize(value: Any, *, whole: bool = False) -> Any:
         if end > first:
             span = spans.setdefault(id(storage), [storage, first, end])
             span[1], span[2] = min(span[1], first), max(span[2], end)
-    pieces = {
-        key: (first, _read_remembering(storage, first, end))
-        for key, (storage, first, end) in spans.items()
-    }
+    pieces = _read_storages(list(spans.values()))
 
     def leaf(item: Any) -> Any:
         if isinstance(item, LazyArray):
@@ -201,9 +206,35 @@ def materialize(value: Any, *, whole: bool = False) -> Any:
     return _copy_graph(value, leaf)
 
 
-def _read_remembering(storage: LazyStorage, first: int, end: int) -> Array:
-    """Read elements of ``storage``, carrying over a CUDA class remembered for it."""
-    array = storage.read(first, end)
+def _read_storages(spans: list[list[Any]]) -> dict[int, tuple[int, Array]]:
+    """Each ``[storage, first, end]`` read, by ``id(storage)``: ``(first, elements)``.
+
+    The reads of one source go out together: a file read by range coalesces neighbours into
+    one request and runs the requests in parallel (``read_spans``); other sources read one
+    storage after another. A CUDA class remembered for a storage carries over to its array.
+    """
+    arrays = {
+        id(s): (s, first, np.empty(end - first, dtype=s.file_dtype)) for s, first, end in spans
+    }
+    by_source: dict[int, tuple[Any, list[tuple[int, memoryview]]]] = {}
+    for storage, first, array in arrays.values():
+        request = (storage.offset_of(first), byte_view(array))
+        by_source.setdefault(id(storage.source), (storage.source, []))[1].append(request)
+    for source, requests in by_source.values():
+        read_spans = getattr(source, "read_spans", None)
+        if read_spans is not None:
+            read_spans(requests)
+            continue
+        for offset, view in requests:
+            source.read_into(offset, view)
+    return {
+        key: (first, _remembering(storage, storage.loaded(array)))
+        for key, (storage, first, array) in arrays.items()
+    }
+
+
+def _remembering(storage: LazyStorage, array: Array) -> Array:
+    """``array`` with the CUDA class remembered for ``storage``, if any."""
     cls = remembered_class(storage)  # type: ignore[arg-type]  # remembered by identity
     if cls is not None:
         remember_class(array, cls)
