@@ -133,7 +133,7 @@ class SeaweedFS:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=3)  # its data is thrown away: no need to wait longer
+                process.wait(timeout=2)  # its data is thrown away: no need to wait longer
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
@@ -402,6 +402,8 @@ class CountingProxy:
 
     def close(self) -> None:
         self._closing = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
         self._listener.close()
         with self._lock:
             for sock in self._sockets:

@@ -14,6 +14,7 @@ fsspec is imported (by :mod:`.remote`) only when a URL or an fsspec file is actu
 from __future__ import annotations
 
 import io
+import mmap as _mmap
 import os
 import re
 import stat
@@ -24,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 from .mapping import _seekable, buffer_of
-from .ranged import FileFetcher, RangedSource, RangeOptions, file_size
+from .ranged import FileFetcher, RangedSource, RangeOptions, file_size, read_some
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")  # two letters at least: not "C:\..."
 
@@ -71,8 +72,8 @@ def ranged_input(
 ) -> RangedSource | None:
     """A :class:`RangedSource` for a URL or an unmappable seekable file object; None for what
     is better mapped (paths, regular files) or read whole (streams that cannot seek)."""
-    if is_path(source):
-        return None
+    if is_path(source) or isinstance(source, (bytes, bytearray, memoryview)):
+        return None  # mapped, or in memory already
     if isinstance(source, str):
         from .remote import open_url  # the remote extra, only now
 
@@ -116,8 +117,39 @@ def whole_input(source: Any, *, mmap: bool) -> tuple[Any, int]:
         with open(path_of(source), "rb") as fileobj:
             buffer, start, _ = buffer_of(fileobj, mmap=mmap)
         return buffer, start
+    if not isinstance(source, io.BytesIO) and not _has_file_descriptor(source):
+        streamed = read_stream(source)
+        if streamed is not None:
+            return streamed, 0
     buffer, start, _ = buffer_of(source, mmap=mmap)
     return buffer, start
+
+
+def read_stream(fileobj: Any, first: int = 1 << 20) -> Any | None:
+    """A stream read to its end into one anonymous mapping that grows in place (``mremap``),
+    so that memory stays near the data's size, never twice it; None where mappings cannot
+    grow (the caller reads the stream its own way)."""
+    if not hasattr(fileobj, "read"):
+        return None
+    try:
+        buffer = _mmap.mmap(-1, first, flags=_mmap.MAP_PRIVATE)  # shared ones cannot grow
+        buffer.resize(first)
+    except (OSError, SystemError, ValueError, TypeError):
+        return None
+    done = 0
+    while True:
+        if done == len(buffer):
+            buffer.resize(2 * done)
+        with memoryview(buffer) as whole, whole[done:] as view:
+            count = read_some(fileobj, view)
+        if not count:
+            break
+        done += count
+    if done == 0:
+        buffer.close()
+        return b""
+    buffer.resize(done)
+    return buffer
 
 
 def _has_file_descriptor(fileobj: Any) -> bool:

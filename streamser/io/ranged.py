@@ -7,11 +7,13 @@ fills a buffer from a byte offset: an fsspec filesystem, a file object) in the t
 readers need:
 
 * :meth:`~RangedSource.window` serves the object-graph parse. Records are read in order but
-  storage elements are stepped over, so a window starts exactly where the parse needs bytes: a
-  small one (``first_window``) after a jump over a payload, so that few payload bytes come
-  along, and a whole block when the parse ran off the end of the previous window, so that a file
-  of many small records costs one request per block. Recent windows are kept: the format sniff,
-  the parse and a second parse (b32 detection) share them.
+  storage elements are stepped over, so a window starts exactly where the parse needs bytes.
+  After a jump over a payload of a block or more it is small (``first_window``: the records
+  between two big payloads are a few hundred bytes, and every byte more is tensor data nobody
+  asked for); when the parse ran off the end of the previous window, or stepped over less than
+  a block, it is a whole block, so that records and the small payloads among them cost one
+  request per block (reading through a small payload costs less than a round trip). Recent
+  windows are kept: the format sniff, the parse and a second parse (b32 detection) share them.
 * :meth:`~RangedSource.read_into` serves tensor data. A read smaller than a block goes through a
   small cache of aligned blocks (reading rows one after another costs a request per block, not
   per row); a bigger one goes straight into the caller's buffer as pieces fetched in parallel.
@@ -29,8 +31,9 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from itertools import chain, islice
 from typing import Any, Protocol
 
 import numpy as np
@@ -210,8 +213,8 @@ class RangedSource:
                 if lo <= start and end <= lo + data.nbytes:
                     return lo, data
             last = self._window_end
-            sequential = last is not None and 0 <= start - last < self.options.first_window
-        ahead = self.options.block_size if sequential else self.options.first_window
+            near = last is not None and 0 <= start - last < self.options.block_size
+        ahead = self.options.block_size if near else self.options.first_window
         hi = min(self.size, max(start + ahead, end))
         data = _new_bytes(hi - start)
         self.read_spans([(start, data)])
@@ -335,22 +338,19 @@ class RangedSource:
         pieces in flight as threads (their buffers are what bounds memory)."""
         concurrency = self.options.max_concurrency if self.fetcher.concurrent else 1
         iterator = iter(pieces)
-        first = next(iterator, None)
-        if first is None:
-            return
-        second = next(iterator, None)
-        if second is None or concurrency == 1:
-            for piece in (first, *(() if second is None else (second,)), *iterator):
+        head = list(islice(iterator, 2))
+        if len(head) < 2 or concurrency == 1:  # nothing to overlap
+            for piece in chain(head, iterator):
                 self._fetch(piece)
             return
         pool = self._executor()
         pending: set[Future[None]] = set()
         try:
-            for piece in (first, second, *iterator):
+            for piece in chain(head, iterator):
                 pending.add(pool.submit(self._fetch, piece))
                 if len(pending) >= 2 * concurrency:
                     pending = self._settle(pending, FIRST_COMPLETED)
-            self._settle(pending, "ALL_COMPLETED")
+            self._settle(pending, ALL_COMPLETED)
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -405,7 +405,7 @@ class FileFetcher:
             self.fileobj.seek(self.base + offset)
             done = 0
             while done < out.nbytes:
-                count = _read_some(self.fileobj, out[done:])
+                count = read_some(self.fileobj, out[done:])
                 if not count:
                     raise TruncatedError(
                         f"the file ends {out.nbytes - done:,} bytes short of a read of "
@@ -415,11 +415,14 @@ class FileFetcher:
                 done += count
 
 
-def _read_some(fileobj: Any, out: memoryview) -> int:
+def read_some(fileobj: Any, out: memoryview) -> int:
+    """Read what the file object gives (at most ``out``'s size) into ``out``; 0 at its end."""
     readinto = getattr(fileobj, "readinto", None)
     if readinto is not None:
         return int(readinto(out) or 0)
     data = fileobj.read(out.nbytes)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("expected a binary file object (opened with 'rb')")
     out[: len(data)] = data
     return len(data)
 
@@ -454,4 +457,5 @@ __all__ = [
     "RangeOptions",
     "RangedSource",
     "file_size",
+    "read_some",
 ]

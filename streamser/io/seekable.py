@@ -265,7 +265,7 @@ class FrameDecoder(BinaryDecoder):
         super().__init__(self._map, long_size, pos)
         self.size = source.size  # the mapping is at least one byte long
         self._filled: dict[int, int] = {}  # windows copied into the mapping: start -> end
-        self._hot = (0, 0)  # the window the last read fell in
+        self._hot_start = self._hot_end = 0  # the window the last read fell in
 
     def close(self) -> None:
         """Release the mapping (the parsed values never point into it)."""
@@ -274,14 +274,13 @@ class FrameDecoder(BinaryDecoder):
 
     def _ready(self, start: int, end: int) -> None:
         """Make plain bytes ``start:end`` readable (clipped to the stream)."""
+        if self._hot_start <= start and end <= self._hot_end:
+            return  # the common case, kept short: a parse makes millions of these calls
         end = min(end, self.size)
-        if (self._hot[0] <= start and end <= self._hot[1]) or start >= end:
-            return
         pos = start
         while pos < end:
-            span = self._filled_at(pos) or self._fill(pos, end)
-            pos = span[1]
-        self._hot = span
+            self._hot_start, self._hot_end = self._filled_at(pos) or self._fill(pos, end)
+            pos = self._hot_end
         self._release_before(start - self._KEEP_BEHIND)
 
     def _fill(self, pos: int, end: int) -> tuple[int, int]:

@@ -224,7 +224,10 @@ def _temporary_then_moved(
     """Write under a temporary name beside ``path`` with the filesystem's own writer, then
     move it over ``path``; on error discard it (and never let the writer commit it later)."""
     temp = _temporary_name(fs, path)
-    fileobj = fs.open(temp, "wb", block_size=part_size)
+    try:
+        fileobj = fs.open(temp, "wb", block_size=part_size)
+    except NotImplementedError:
+        raise NotImplementedError(f"{protocol_of(fs)}:// URLs cannot be written") from None
     try:
         yield fileobj
         fileobj.close()
@@ -236,7 +239,7 @@ def _temporary_then_moved(
 
 
 def _temporary_name(fs: Any, path: str) -> str:
-    parent, name = posixpath.split(fs._strip_protocol(path))
+    parent, name = posixpath.split(path)
     temp = f".{name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
     return posixpath.join(parent, temp) if parent else temp
 
