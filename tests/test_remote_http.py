@@ -56,7 +56,7 @@ def test_open_over_http_fetches_records_then_tensors(
         start = data.index(checkpoint["conv4"].tobytes())
         spans = _spans(http_server.requests)
         assert (spans[0][0], spans[-1][1]) == (start, start + checkpoint["conv4"].nbytes)
-        assert len(spans) == 6  # 96 KiB in parallel pieces of a block
+        assert len(spans) == 3  # 96 KiB in parallel pieces of two blocks
         http_server.requests.clear()
         assert np.array_equal(f.get_slice("conv2")[7:9], checkpoint["conv2"][7:9])
         assert sum(e - s for s, e in _spans(http_server.requests)) <= 2 * 16 * KiB

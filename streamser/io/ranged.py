@@ -101,6 +101,11 @@ class RangeOptions:
         )
 
     @property
+    def min_piece(self) -> int:
+        """The smallest piece a big read is cut into."""
+        return 2 * self.block_size
+
+    @property
     def max_piece(self) -> int:
         """The largest single request of a big read (bounds the bytes in flight)."""
         return 4 * self.block_size
@@ -312,11 +317,12 @@ class RangedSource:
             yield current
 
     def _cut(self, offset: int, out: memoryview) -> Iterator[_Piece]:
-        """One big span as pieces: as many as there are threads, each between a block and
-        ``max_piece`` bytes."""
+        """One big span as pieces: as many as there are threads, each between two blocks and
+        ``max_piece`` bytes (a smaller request costs more in its own overhead than it gains in
+        parallelism)."""
         options = self.options
         share = -(-out.nbytes // options.max_concurrency)
-        step = min(options.max_piece, max(options.block_size, share))
+        step = min(options.max_piece, max(options.min_piece, share))
         for start in range(0, out.nbytes, step):
             yield _Piece(offset + start, out[start : start + step])
 
