@@ -1,13 +1,16 @@
-"""Tensors of a compressed file that are read when asked for, not when the file is opened.
+"""Tensors that are read when asked for, not when the file is opened.
 
-A tensor of a plain binary file is a view of the file's mapping; a compressed file has no such
-mapping, so its lazy reader (:class:`~streamser.io.seekable.FrameDecoder`) gives each storage a
-:class:`LazyStorage` (where its elements are in the plain stream) and each tensor a
-:class:`LazyArray` (its geometry over that storage). Neither holds any tensor data. They are
-turned into ordinary numpy arrays by :func:`materialize`, which reads each storage's needed
-elements once, so tensors that shared a storage share memory afterwards too; or row by row by
-:meth:`LazyArray.__getitem__`, which decompresses only the frames under the rows asked for.
-"""
+A tensor of a plain binary file is a view of the file's mapping; a compressed file, a file object
+or a URL has no such mapping, so its lazy reader (:class:`~streamser.io.seekable.FrameDecoder`)
+gives each storage a :class:`LazyStorage` (where its elements are in the plain stream, and the
+byte source to read them from: frames of a zstd file, or ranges of a file or object) and each
+tensor a :class:`LazyArray` (its geometry over that storage). Neither holds any tensor data. They
+are turned into ordinary numpy arrays by :func:`materialize`, which reads each storage's needed
+elements once (a ranged source fetches them together: neighbours in one request, big ones in
+parallel pieces), so tensors that shared a storage share memory afterwards too; or row by row by
+:meth:`LazyArray.__getitem__`, which reads only the frames or blocks under the rows asked for.
+Both pickle as their source (a URL's filesystem and path, never the data) and geometry, so a
+lazy tensor can be a source for ``dask.array.from_array``."""
 
 from __future__ import annotations
 
@@ -28,14 +31,14 @@ Array = np.ndarray[Any, Any]
 
 
 class LazyStorage:
-    """``count`` elements of a storage at byte ``start`` of a compressed file's plain stream."""
+    """``count`` elements of a storage at byte ``start`` of a lazily read plain stream."""
 
     __slots__ = ("__weakref__", "count", "dtype", "file_dtype", "source", "start")
 
     def __init__(
         self, source: Any, start: int, count: int, file_dtype: np.dtype[Any], dtype: np.dtype[Any]
     ) -> None:
-        self.source = source  # a FrameSource
+        self.source = source  # a ByteSource: a FrameSource, a RangedSource
         self.start = start
         self.count = count
         self.file_dtype = file_dtype  # as stored (b32 Longs: 4 bytes)
@@ -81,7 +84,7 @@ class LazyStorage:
 
 
 class LazyArray:
-    """A tensor of a compressed file: shape, dtype and where its elements are, but no data.
+    """A lazily read tensor: shape, dtype and where its elements are, but no data.
 
     ``np.asarray(lazy)`` reads it whole; ``lazy[10:20]`` reads only those rows.
     """
