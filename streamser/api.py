@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import Any, BinaryIO
 
 from .graph.loading import read_buffer
 from .io.atomic import replacing
 from .io.compression import SeekableZstdWriter
-from .io.mapping import buffer_of
+from .io.inputs import input_buffer, is_path, path_of
+from .io.ranged import RangeOptions
 from .io.sink import writer_for
 from .spec.format import get_format
 from .spec.limits import Limits
@@ -31,9 +32,12 @@ def load(
     referenced: bool = True,
     *,
     mmap: bool = True,
+    storage_options: dict[str, Any] | None = None,
+    block_size: int | None = None,
+    max_concurrency: int | None = None,
     **limits: int,
 ) -> Any:
-    """Read one value from a ``.t7`` file (a path or a binary file object).
+    """Read one value from a ``.t7`` file (a path, a URL or a binary file object).
 
     ``format`` is ``"binary"``, ``"b64"``, ``"b32"`` or ``"ascii"``; None detects it. With
     ``mmap`` (the default) tensors of binary files are copy-on-write views of a mapping of the
@@ -42,13 +46,16 @@ def load(
     their magic number and decompressed (into memory, at most ``max_decompressed`` bytes).
     ``limits`` override the bounds of :class:`~streamser.spec.limits.Limits` (``max_depth``,
     ``max_string``, ``max_table``, ``max_objects``, ``max_decompressed``).
+
+    A URL (``s3://``, ``gs://``, ``https://``, ``memory://``: any fsspec protocol, with
+    ``storage_options``) and a file object that cannot be mapped are read into one buffer by
+    parallel range requests (``block_size``, ``max_concurrency``: see :func:`streamser.open`).
     """
     bounds = Limits.from_keywords(**limits)
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as fileobj:
-            buffer, start, _ = buffer_of(fileobj, mmap=mmap)
-    else:
-        buffer, start, _ = buffer_of(source, mmap=mmap)
+    options = RangeOptions.of(block_size, max_concurrency)
+    buffer, start = input_buffer(
+        source, mmap=mmap, storage_options=storage_options, options=options
+    )
     return read_buffer(buffer, start, format, referenced=referenced, limits=bounds).value
 
 
@@ -131,11 +138,18 @@ def save(
     compress: Compression | None = None,
     level: int = 3,
     threads: int = 1,
+    storage_options: dict[str, Any] | None = None,
+    part_size: int | None = None,
+    max_concurrency: int | None = None,
 ) -> None:
     """Write ``value`` as a ``.t7`` file (``format``: binary, ascii, b32 or b64).
 
     A path is written atomically (temporary file, fsync, rename); on any error the old file is
-    left as it was and the temporary file is removed. A file object is written in place.
+    left as it was and the temporary file is removed. A file object is written in place. A URL
+    is uploaded as it is written, in bounded memory, and replaces the object only once
+    complete: on S3 by a multipart upload of ``part_size`` parts (8 MiB), ``max_concurrency``
+    (4) of them in flight, aborted on error; elsewhere under a temporary name, then moved (see
+    :mod:`streamser.io.upload`). ``storage_options`` go to fsspec.
 
     ``compact=True`` writes every partial or strided view as its own storage instead of the
     whole storage it views. ``serial`` ("heavy", "medium", "light") strips nn modules as dpnn's
@@ -152,11 +166,31 @@ def save(
             sink = _compressor(compress, writer_for(target), level, threads)
         _write_through(sink, value, format, referenced, options)
         return
-    with replacing(Path(target)) as raw:
+    with _replacing(target, storage_options, part_size, max_concurrency) as raw:
         sink = raw
         if compress is not None:
             sink = _compressor(compress, writer_for(raw), level, threads)
         _write_through(sink, value, format, referenced, options)
+
+
+def _replacing(
+    target: PathLike,
+    storage_options: dict[str, Any] | None,
+    part_size: int | None,
+    max_concurrency: int | None,
+) -> AbstractContextManager[Any]:
+    """The atomic way to write ``target``: a temporary file and a rename for a local path, an
+    upload that completes only on success for a URL."""
+    if is_path(target):
+        return replacing(path_of(target))
+    from .io.upload import uploading  # the remote extra, only now
+
+    return uploading(
+        str(target),
+        storage_options,
+        part_size=part_size,
+        max_concurrency=max_concurrency,
+    )
 
 
 def _compressor(

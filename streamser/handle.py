@@ -9,22 +9,20 @@ that are still alive keep the mapping alive, so closing never invalidates them.
 
 from __future__ import annotations
 
-import builtins
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from .api import deserialize, serialize_pieces
 from .errors import StreamserError
-from .graph.loading import read_buffer, read_lazily
+from .graph.opening import open_reading
 from .graph.walk import walk
 from .io.arrays import address_of, root_of
-from .io.compression import is_zstd
-from .io.mapping import buffer_of
-from .io.seekable import FrameSource
+from .io.inputs import name_of
+from .io.ranged import RangeOptions
 from .spec.format import Format, element_of
 from .spec.limits import Limits
 from .values.lazy import LazyArray, LazyStorage, materialize
@@ -89,37 +87,38 @@ class T7File:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | BinaryIO,
         format: str | None = None,
         referenced: bool = True,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        block_size: int | None = None,
+        max_concurrency: int | None = None,
         **limits: int,
     ) -> None:
-        self.path = os.fspath(path)
-        with builtins.open(self.path, "rb") as fileobj:
-            buffer, start, _ = buffer_of(fileobj, mmap=True)
-        bounds = Limits.from_keywords(**limits)
-        lazy = None
-        if is_zstd(buffer, start):
-            lazy = read_lazily(buffer, start, format, referenced=referenced, limits=bounds)
-        self._source: FrameSource | None = None
-        if lazy is not None:
-            reading, self._source = lazy
-            self.size = self._source.size
-        else:
-            reading = read_buffer(buffer, start, format, referenced=referenced, limits=bounds)
-            self.size = len(reading.buffer)
+        self.path = name_of(path)
+        opened = open_reading(
+            path,
+            format,
+            referenced=referenced,
+            limits=Limits.from_keywords(**limits),
+            storage_options=storage_options,
+            options=RangeOptions.of(block_size, max_concurrency),
+        )
+        reading, self._source, self.size = opened.reading, opened.source, opened.size
         self.root: Any = reading.value
         self.format: Format = reading.format
-        self.compressed = reading.buffer is not buffer  # offsets are then in the plain stream
+        self.compressed = opened.compressed  # offsets are then in the plain stream
         self.end = reading.end  # where the value ends; a file may hold more after it
-        plain = lazy is None and not self.format.ascii
+        plain = self._source is None and not self.format.ascii
         self._base = _address_of_buffer(reading.buffer) if plain else None
         self._closed = False
 
     @property
     def lazy(self) -> bool:
-        """True for a compressed file read frame by frame (seekable zstd): its tensors are
-        read from the file when asked for, as new arrays, not views of a mapping."""
+        """True when tensors are read from the file when asked for, as new arrays, not views
+        of a mapping: a seekable zstd file (frame by frame), a URL or an unmappable file
+        object (by range)."""
         return self._source is not None
 
     # --- access ---------------------------------------------------------------------------
@@ -261,13 +260,30 @@ class T7File:
 
 
 def open(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | BinaryIO,
     format: str | None = None,
     referenced: bool = True,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    block_size: int | None = None,
+    max_concurrency: int | None = None,
     **limits: int,
 ) -> T7File:
-    """Open a ``.t7`` file for lazy, partial access (:class:`T7File`); limits as in ``load``."""
-    return T7File(path, format, referenced, **limits)
+    """Open a ``.t7`` file for lazy, partial access (:class:`T7File`); limits as in ``load``.
+
+    ``path`` may also be a URL (``s3://``, ``gs://``, ``https://``... through fsspec, with
+    ``storage_options``) or a binary file object: both are read by range, ``block_size`` bytes
+    (4 MiB) at a time, at most ``max_concurrency`` (8) requests at once.
+    """
+    return T7File(
+        path,
+        format,
+        referenced,
+        storage_options=storage_options,
+        block_size=block_size,
+        max_concurrency=max_concurrency,
+        **limits,
+    )
 
 
 def _split(path: str) -> tuple[str, ...]:

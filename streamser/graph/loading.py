@@ -15,7 +15,8 @@ from ..codecs import BinaryDecoder, decoder_for
 from ..errors import AmbiguousFormatError, FormatError
 from ..io.compression import decompress, is_zstd, read_seek_table
 from ..io.mapping import parsing
-from ..io.seekable import FrameDecoder, FrameSource
+from ..io.ranged import ByteSource, RangedSource
+from ..io.seekable import FrameDecoder, FrameSource, seek_table_of
 from ..spec.detect import sniff_ascii
 from ..spec.format import FORMATS, Format, get_format
 from ..spec.limits import Limits
@@ -120,7 +121,48 @@ def read_lazily(
     if entries is None:
         return None
     source = FrameSource(view, entries, max_size=limits.max_decompressed)
-    head = bytes(source.read(0, min(1, source.size)))
+    reading = read_parsed(source, format, referenced=referenced, limits=limits)
+    return None if reading is None else (reading, source)
+
+
+def read_ranged(
+    source: RangedSource, format: str | None, *, referenced: bool, limits: Limits
+) -> tuple[Reading, ByteSource | None, bool]:
+    """One value from a file read by range (a file object, a URL): ``(reading, lazy source,
+    compressed)``.
+
+    A binary file, plain or seekable zstd, is parsed lazily: only its records are fetched, and
+    tensors come back as placeholders reading from the returned source (the file itself, or its
+    frames). Ascii files and zstd files without a seek table are read whole, as ``load`` does;
+    the lazy source is then None.
+    """
+    _, head = source.window(0, 4)
+    compressed = is_zstd(head)
+    lazy = _plain_stream(source, compressed, limits)
+    if lazy is not None:
+        reading = read_parsed(lazy, format, referenced=referenced, limits=limits)
+        if reading is not None:
+            return reading, lazy, compressed
+    whole = read_buffer(source.read_all(), 0, format, referenced=referenced, limits=limits)
+    return whole, None, compressed
+
+
+def _plain_stream(source: RangedSource, compressed: bool, limits: Limits) -> ByteSource | None:
+    """The plain stream of a ranged file: itself, its frames, or None (zstd, no seek table)."""
+    if not compressed:
+        return source
+    entries = seek_table_of(source)
+    if entries is None:
+        return None
+    return FrameSource(source, entries, max_size=limits.max_decompressed)
+
+
+def read_parsed(
+    source: ByteSource, format: str | None, *, referenced: bool, limits: Limits
+) -> Reading | None:
+    """One binary value parsed through a :class:`FrameDecoder` over ``source``, its storages
+    left in the source; None when the stream is ascii (which cannot be parsed lazily)."""
+    head = bytes(source.window(0, 1)[1][:1]) if source.size else b""  # a window at 0 starts at 0
     fmt = get_format(format) if format is not None else None
     if fmt.ascii if fmt is not None else sniff_ascii(head, 0):
         return None
@@ -132,14 +174,12 @@ def read_lazily(
 
     try:
         if fmt is None:
-            reading = read_detected(
+            return read_detected(
                 head, 0, referenced=referenced, limits=limits, decoder_for_long=decoder_for_long
             )
-        else:
-            decoder = decoder_for_long(fmt.long_size)
-            value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
-            reading = Reading(value, fmt, decoder.pos, head)
+        decoder = decoder_for_long(fmt.long_size)
+        value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
+        return Reading(value, fmt, decoder.pos, head)
     finally:
         for decoder in decoders:
             decoder.close()
-    return reading, source

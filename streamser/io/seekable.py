@@ -6,11 +6,17 @@ byte of the plain stream is found by bisection and decompressed alone. Two reade
 * :class:`FrameSource` reads byte ranges, keeping a few recently used frames in a cache of
   bounded size (``cache_bytes``), and fills big ranges straight into the caller's array without
   caching them, so reading a 16 MiB tensor costs about one decompression of its frames.
-* :class:`FrameDecoder` is the binary decoder over such a stream, for parsing the object graph
-  lazily: it sees the whole plain stream through a *sparse* anonymous mapping, fills in only the
-  frames that records are read from, and gives those pages back to the system once parsing has
-  moved on. Storage elements are never decompressed while parsing: ``read_array`` returns a
-  :class:`~streamser.values.lazy.LazyStorage` that knows where they are.
+* :class:`FrameDecoder` is the binary decoder for parsing the object graph lazily, over any
+  :class:`~streamser.io.ranged.ByteSource`: a :class:`FrameSource`, or the plain bytes of a file
+  object or URL (:class:`~streamser.io.ranged.RangedSource`). It sees the whole plain stream
+  through a *sparse* anonymous mapping, fills in only the windows that records are read from
+  (whole frames here, read-ahead windows there: the source decides), and gives those pages back
+  to the system once parsing has moved on. Storage elements are never read while parsing:
+  ``read_array`` returns a :class:`~streamser.values.lazy.LazyStorage` that knows where they are.
+
+The compressed frames themselves come from a mapping of the file or, for a file object or URL,
+from a :class:`~streamser.io.ranged.RangedSource`: then only the frames a read needs are
+fetched, a run of them in one parallel request.
 
 Every frame is checked as it is decompressed: its header's content size against the seek
 table's, its length against the table's, and its content checksum by zstd itself. A damaged
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import mmap
+import threading
 from collections import OrderedDict
 from itertools import accumulate
 from typing import Any
@@ -30,9 +37,20 @@ import zstandard
 from ..codecs.binary import BinaryDecoder
 from ..errors import FormatError, TruncatedError
 from ..spec.format import ElementType
-from .compression import MAX_FRAME_SIZE, ZSTD_MAGIC, _too_big
+from .compression import (
+    ENTRY,
+    FOOTER,
+    MAX_FRAME_SIZE,
+    SEEKABLE_MAGIC,
+    SKIPPABLE_HEADER,
+    ZSTD_MAGIC,
+    _too_big,
+    read_seek_table,
+)
+from .ranged import BufferSource, ByteSource, RangedSource
 
 DEFAULT_CACHE_BYTES = 32 << 20  # decompressed frames kept for small reads
+_GROUP_BYTES = 64 << 20  # compressed bytes of whole frames fetched at once by a big read
 _UNKNOWN_SIZE = zstandard.CONTENTSIZE_UNKNOWN
 _PAGE = mmap.PAGESIZE
 _MAP_NORESERVE = 0x4000  # Linux: reserve no swap for the sparse mapping (it is mostly untouched)
@@ -41,8 +59,10 @@ _MAP_NORESERVE = 0x4000  # Linux: reserve no swap for the sparse mapping (it is 
 class FrameSource:
     """The plain bytes of a seekable zstd stream, read by range.
 
-    ``buffer`` is the compressed input (a mapping of the file, usually) and ``entries`` its seek
-    table's (compressed, decompressed) sizes. ``max_size`` bounds the declared total.
+    ``buffer`` is the compressed input: a buffer (a mapping of the file, usually) or a source
+    with ``bytes_at(start, end)`` (a :class:`~streamser.io.ranged.RangedSource`). ``entries``
+    are its seek table's (compressed, decompressed) sizes; ``max_size`` bounds their total.
+    Reads may come from several threads at once (Dask workers do that).
     """
 
     def __init__(
@@ -55,7 +75,9 @@ class FrameSource:
     ) -> None:
         if any(d > MAX_FRAME_SIZE for _, d in entries):
             raise FormatError(f"seek table claims a frame over {MAX_FRAME_SIZE:,} bytes", 0)
-        self._view = memoryview(buffer).cast("B")
+        self._compressed = buffer if hasattr(buffer, "bytes_at") else BufferSource(buffer)
+        self._entries = entries
+        self._max_size = max_size
         self._packed = [0, *accumulate(c for c, _ in entries)]  # where each frame starts
         self._starts = [0, *accumulate(d for _, d in entries)]  # ...and its plain bytes start
         self.size = self._starts[-1]
@@ -64,8 +86,14 @@ class FrameSource:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cached = 0
         self._cache_bytes = cache_bytes
-        self._decompressor = zstandard.ZstdDecompressor()
+        self._lock = threading.Lock()
+        self._local = threading.local()  # a decompressor per thread: they are not thread-safe
         self.frames_decompressed = 0  # for tests and benchmarks: work actually done
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as the compressed input and the seek table, without cached frames."""
+        options = {"max_size": self._max_size, "cache_bytes": self._cache_bytes}
+        return (_frame_source, (self._compressed, self._entries, options))
 
     @property
     def frame_count(self) -> int:
@@ -79,11 +107,13 @@ class FrameSource:
         """Plain (start, end) of frame ``index``."""
         return self._starts[index], self._starts[index + 1]
 
-    def decompress(self, index: int) -> bytes:
-        """Frame ``index`` decompressed and checked (not cached)."""
+    def decompress(self, index: int, frame: Any = None) -> bytes:
+        """Frame ``index`` decompressed and checked (not cached); ``frame`` holds its
+        compressed bytes when the caller has fetched them already."""
         start, end = self._packed[index], self._packed[index + 1]
         expected = self._starts[index + 1] - self._starts[index]
-        frame = self._view[start:end]
+        if frame is None:
+            frame = self._compressed.bytes_at(start, end)
         if bytes(frame[:4]) != ZSTD_MAGIC:
             raise FormatError("expected a zstd frame where the seek table puts one", start)
         try:
@@ -92,7 +122,7 @@ class FrameSource:
                 raise FormatError(
                     f"zstd frame declares {declared:,} bytes, the seek table {expected:,}", start
                 )
-            data: bytes = self._decompressor.decompress(
+            data: bytes = self._decompressor().decompress(
                 frame, max_output_size=expected, allow_extra_data=False
             )
         except zstandard.ZstdError as exc:
@@ -101,23 +131,38 @@ class FrameSource:
             raise FormatError(
                 f"zstd frame holds {len(data):,} bytes, the seek table {expected:,}", start
             )
-        self.frames_decompressed += 1
+        with self._lock:
+            self.frames_decompressed += 1
         return data
 
-    def frame(self, index: int) -> bytes:
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        decompressor = getattr(self._local, "decompressor", None)
+        if decompressor is None:
+            decompressor = self._local.decompressor = zstandard.ZstdDecompressor()
+        return decompressor
+
+    def frame(self, index: int, compressed: Any = None) -> bytes:
         """Frame ``index`` through the cache."""
-        data = self._cache.get(index)
-        if data is not None:
-            self._cache.move_to_end(index)
-            return data
-        data = self.decompress(index)
+        with self._lock:
+            data = self._cache.get(index)
+            if data is not None:
+                self._cache.move_to_end(index)
+                return data
+        data = self.decompress(index, compressed)
         if len(data) <= self._cache_bytes:
-            self._cache[index] = data
-            self._cached += len(data)
-            while self._cached > self._cache_bytes:
-                _, dropped = self._cache.popitem(last=False)
-                self._cached -= len(dropped)
+            with self._lock:
+                if index not in self._cache:
+                    self._cache[index] = data
+                    self._cached += len(data)
+                while self._cached > self._cache_bytes:
+                    _, dropped = self._cache.popitem(last=False)
+                    self._cached -= len(dropped)
         return data
+
+    def window(self, start: int, end: int) -> tuple[int, bytes]:
+        """The frame holding plain byte ``start``, with where it starts (for a lazy parse)."""
+        index = self.frame_of(start)
+        return self._starts[index], self.frame(index)
 
     def read_into(self, pos: int, out: memoryview) -> None:
         """Fill ``out`` with the plain bytes from ``pos``.
@@ -136,11 +181,29 @@ class FrameSource:
             here = pos + done
             index = self.frame_of(here)
             start, stop = self.frame_span(index)
-            whole = here == start and stop <= end
-            data = self.decompress(index) if whole else self.frame(index)
+            if here == start and stop <= end:
+                done += self._read_whole_frames(index, end, out[done:])
+                continue
             take = min(stop, end) - here
+            data = self.frame(index)
             out[done : done + take] = memoryview(data)[here - start : here - start + take]
             done += take
+
+    def _read_whole_frames(self, index: int, end: int, out: memoryview) -> int:
+        """Decompress the frames from ``index`` that lie wholly before ``end`` into ``out``,
+        their compressed bytes fetched at once (up to ``_GROUP_BYTES``); returns bytes done."""
+        last = bisect.bisect_right(self._starts, end) - 2
+        limit = bisect.bisect_right(self._packed, self._packed[index] + _GROUP_BYTES) - 2
+        last = max(index, min(last, limit))
+        base = self._packed[index]
+        blob = self._compressed.bytes_at(base, self._packed[last + 1])
+        done = 0
+        for current in range(index, last + 1):
+            frame = blob[self._packed[current] - base : self._packed[current + 1] - base]
+            data = self.decompress(current, frame)
+            out[done : done + len(data)] = data
+            done += len(data)
+        return done
 
     def read(self, pos: int, count: int) -> bytearray:
         out = bytearray(count)
@@ -148,25 +211,61 @@ class FrameSource:
         return out
 
 
-class FrameDecoder(BinaryDecoder):
-    """A binary decoder over a seekable zstd stream that decompresses only what it parses.
+def seek_table_of(source: RangedSource, tail: int = 64 << 10) -> list[tuple[int, int]] | None:
+    """The seek table of a seekable zstd file read by range, from one request for its last
+    ``tail`` bytes (a second one when the table is longer); None without a seek table.
 
+    The bytes go into a sparse mapping as long as the file, so that the table is read and
+    checked exactly as :func:`~.compression.read_seek_table` does for a mapped file.
+    """
+    size = source.size
+    if size < SKIPPABLE_HEADER.size + FOOTER.size:
+        return None
+    start = size - min(size, tail)
+    data = source.read_exact(start, size - start)
+    count, descriptor, magic = FOOTER.unpack_from(data, data.nbytes - FOOTER.size)
+    if magic != SEEKABLE_MAGIC:
+        return None
+    entry_size = ENTRY.size + (4 if descriptor & 0x80 else 0)
+    table = SKIPPABLE_HEADER.size + count * entry_size + FOOTER.size
+    if start > size - table >= 0:  # a longer table: fetch the rest of it
+        data = memoryview(b"".join((source.read_exact(size - table, start - size + table), data)))
+        start = size - table
+    sparse = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | _MAP_NORESERVE)
+    try:
+        sparse[start:] = data
+        return read_seek_table(sparse)
+    finally:
+        sparse.close()
+
+
+def _frame_source(compressed: Any, entries: list[tuple[int, int]], options: Any) -> FrameSource:
+    return FrameSource(compressed, entries, **options)
+
+
+class FrameDecoder(BinaryDecoder):
+    """A binary decoder that reads only the parts of a stream that it parses.
+
+    ``source`` is any :class:`~streamser.io.ranged.ByteSource`: a :class:`FrameSource` (a
+    seekable zstd file) or a :class:`~streamser.io.ranged.RangedSource` (a file object or URL).
     The decoder's buffer is a sparse private anonymous mapping as long as the plain stream, so
     positions, error offsets and every base-class check stay those of the plain file. Before
-    each read the frames under it are decompressed into the mapping; frames that parsing has
-    left behind are released (``MADV_DONTNEED``), so memory stays near a few frames whatever
-    the file's size. Storage elements are skipped, never decompressed.
+    each read the bytes under it are copied into the mapping, a window at a time (a frame, or a
+    read-ahead window); windows that parsing has left behind are released (``MADV_DONTNEED``),
+    so memory stays near a few windows whatever the file's size. Storage elements are skipped,
+    never read.
     """
 
     _KEEP_BEHIND = 16  # bytes a read may re-read before the position (a geometry's ndim)
 
-    def __init__(self, source: FrameSource, long_size: int = 8, pos: int = 0) -> None:
+    def __init__(self, source: ByteSource, long_size: int = 8, pos: int = 0) -> None:
         self.source = source
         flags = mmap.MAP_PRIVATE | _MAP_NORESERVE
         self._map = mmap.mmap(-1, max(source.size, 1), flags=flags)
         super().__init__(self._map, long_size, pos)
         self.size = source.size  # the mapping is at least one byte long
-        self._filled: dict[int, tuple[int, int]] = {}  # frame -> plain (start, end)
+        self._filled: dict[int, int] = {}  # windows copied into the mapping: start -> end
+        self._hot_start = self._hot_end = 0  # the window the last read fell in
 
     def close(self) -> None:
         """Release the mapping (the parsed values never point into it)."""
@@ -175,26 +274,33 @@ class FrameDecoder(BinaryDecoder):
 
     def _ready(self, start: int, end: int) -> None:
         """Make plain bytes ``start:end`` readable (clipped to the stream)."""
+        if self._hot_start <= start and end <= self._hot_end:
+            return  # the common case, kept short: a parse makes millions of these calls
         end = min(end, self.size)
-        if start >= end:
-            return
-        source = self.source
-        index = source.frame_of(start)
-        while True:
-            span = self._filled.get(index)
-            if span is None:
-                span = source.frame_span(index)
-                self._map[span[0] : span[1]] = source.frame(index)
-                self._filled[index] = span
-            if span[1] >= end:
-                break
-            index += 1
+        pos = start
+        while pos < end:
+            self._hot_start, self._hot_end = self._filled_at(pos) or self._fill(pos, end)
+            pos = self._hot_end
         self._release_before(start - self._KEEP_BEHIND)
 
+    def _fill(self, pos: int, end: int) -> tuple[int, int]:
+        """Copy the source's window for ``pos`` into the mapping."""
+        lo, data = self.source.window(pos, end)
+        hi = lo + len(data)
+        self._map[lo:hi] = data
+        self._filled[lo] = hi
+        return lo, hi
+
+    def _filled_at(self, pos: int) -> tuple[int, int] | None:
+        for lo, hi in self._filled.items():
+            if lo <= pos < hi:
+                return lo, hi
+        return None
+
     def _release_before(self, pos: int) -> None:
-        stale = [index for index, (_, stop) in self._filled.items() if stop <= pos]
-        for index in stale:
-            start, stop = self._filled.pop(index)
+        stale = [(lo, hi) for lo, hi in self._filled.items() if hi <= pos]
+        for start, stop in stale:
+            del self._filled[start]
             first = -(-start // _PAGE) * _PAGE
             last = stop // _PAGE * _PAGE
             if last > first:

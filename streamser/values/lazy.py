@@ -1,13 +1,16 @@
-"""Tensors of a compressed file that are read when asked for, not when the file is opened.
+"""Tensors that are read when asked for, not when the file is opened.
 
-A tensor of a plain binary file is a view of the file's mapping; a compressed file has no such
-mapping, so its lazy reader (:class:`~streamser.io.seekable.FrameDecoder`) gives each storage a
-:class:`LazyStorage` (where its elements are in the plain stream) and each tensor a
-:class:`LazyArray` (its geometry over that storage). Neither holds any tensor data. They are
-turned into ordinary numpy arrays by :func:`materialize`, which reads each storage's needed
-elements once, so tensors that shared a storage share memory afterwards too; or row by row by
-:meth:`LazyArray.__getitem__`, which decompresses only the frames under the rows asked for.
-"""
+A tensor of a plain binary file is a view of the file's mapping; a compressed file, a file object
+or a URL has no such mapping, so its lazy reader (:class:`~streamser.io.seekable.FrameDecoder`)
+gives each storage a :class:`LazyStorage` (where its elements are in the plain stream, and the
+byte source to read them from: frames of a zstd file, or ranges of a file or object) and each
+tensor a :class:`LazyArray` (its geometry over that storage). Neither holds any tensor data. They
+are turned into ordinary numpy arrays by :func:`materialize`, which reads each storage's needed
+elements once (a ranged source fetches them together: neighbours in one request, big ones in
+parallel pieces), so tensors that shared a storage share memory afterwards too; or row by row by
+:meth:`LazyArray.__getitem__`, which reads only the frames or blocks under the rows asked for.
+Both pickle as their source (a URL's filesystem and path, never the data) and geometry, so a
+lazy tensor can be a source for ``dask.array.from_array``."""
 
 from __future__ import annotations
 
@@ -28,14 +31,14 @@ Array = np.ndarray[Any, Any]
 
 
 class LazyStorage:
-    """``count`` elements of a storage at byte ``start`` of a compressed file's plain stream."""
+    """``count`` elements of a storage at byte ``start`` of a lazily read plain stream."""
 
     __slots__ = ("__weakref__", "count", "dtype", "file_dtype", "source", "start")
 
     def __init__(
         self, source: Any, start: int, count: int, file_dtype: np.dtype[Any], dtype: np.dtype[Any]
     ) -> None:
-        self.source = source  # a FrameSource
+        self.source = source  # a ByteSource: a FrameSource, a RangedSource
         self.start = start
         self.count = count
         self.file_dtype = file_dtype  # as stored (b32 Longs: 4 bytes)
@@ -50,11 +53,19 @@ class LazyStorage:
         return self.count * self.file_dtype.itemsize
 
     def read(self, first: int = 0, end: int | None = None) -> Array:
-        """Elements ``first:end`` as a new array (only their frames are decompressed)."""
+        """Elements ``first:end`` as a new array (only their frames are decompressed, only
+        their bytes fetched: a big read as parallel range requests)."""
         end = self.count if end is None else end
-        itemsize = self.file_dtype.itemsize
         array = np.empty(end - first, dtype=self.file_dtype)
-        self.source.read_into(self.start + first * itemsize, byte_view(array))
+        self.source.read_into(self.offset_of(first), byte_view(array))
+        return self.loaded(array)
+
+    def offset_of(self, element: int) -> int:
+        """Byte position of element ``element`` in the source."""
+        return self.start + element * self.file_dtype.itemsize
+
+    def loaded(self, array: Array) -> Array:
+        """Elements as read from the file, in the dtype they load as (b32 Longs widen)."""
         return array if self.file_dtype == self.dtype else array.astype(self.dtype)
 
     def view(
@@ -73,7 +84,7 @@ class LazyStorage:
 
 
 class LazyArray:
-    """A tensor of a compressed file: shape, dtype and where its elements are, but no data.
+    """A lazily read tensor: shape, dtype and where its elements are, but no data.
 
     ``np.asarray(lazy)`` reads it whole; ``lazy[10:20]`` reads only those rows.
     """
@@ -181,10 +192,7 @@ def materialize(value: Any, *, whole: bool = False) -> Any:
         if end > first:
             span = spans.setdefault(id(storage), [storage, first, end])
             span[1], span[2] = min(span[1], first), max(span[2], end)
-    pieces = {
-        key: (first, _read_remembering(storage, first, end))
-        for key, (storage, first, end) in spans.items()
-    }
+    pieces = _read_storages(list(spans.values()))
 
     def leaf(item: Any) -> Any:
         if isinstance(item, LazyArray):
@@ -201,9 +209,35 @@ def materialize(value: Any, *, whole: bool = False) -> Any:
     return _copy_graph(value, leaf)
 
 
-def _read_remembering(storage: LazyStorage, first: int, end: int) -> Array:
-    """Read elements of ``storage``, carrying over a CUDA class remembered for it."""
-    array = storage.read(first, end)
+def _read_storages(spans: list[list[Any]]) -> dict[int, tuple[int, Array]]:
+    """Each ``[storage, first, end]`` read, by ``id(storage)``: ``(first, elements)``.
+
+    The reads of one source go out together: a file read by range coalesces neighbours into
+    one request and runs the requests in parallel (``read_spans``); other sources read one
+    storage after another. A CUDA class remembered for a storage carries over to its array.
+    """
+    arrays = {
+        id(s): (s, first, np.empty(end - first, dtype=s.file_dtype)) for s, first, end in spans
+    }
+    by_source: dict[int, tuple[Any, list[tuple[int, memoryview]]]] = {}
+    for storage, first, array in arrays.values():
+        request = (storage.offset_of(first), byte_view(array))
+        by_source.setdefault(id(storage.source), (storage.source, []))[1].append(request)
+    for source, requests in by_source.values():
+        read_spans = getattr(source, "read_spans", None)
+        if read_spans is not None:
+            read_spans(requests)
+            continue
+        for offset, view in requests:
+            source.read_into(offset, view)
+    return {
+        key: (first, _remembering(storage, storage.loaded(array)))
+        for key, (storage, first, array) in arrays.items()
+    }
+
+
+def _remembering(storage: LazyStorage, array: Array) -> Array:
+    """``array`` with the CUDA class remembered for ``storage``, if any."""
     cls = remembered_class(storage)  # type: ignore[arg-type]  # remembered by identity
     if cls is not None:
         remember_class(array, cls)

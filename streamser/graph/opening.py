@@ -1,0 +1,58 @@
+"""One value for ``streamser.open``, from wherever the file's bytes are.
+
+A local file (or a file object with a descriptor) is mapped: plain binary files are read as views
+of the mapping, seekable zstd files frame by frame. A URL or any other seekable file object is
+read by range: its records are fetched and parsed, its tensors left where they are until asked
+for (:func:`.loading.read_ranged`). Whatever the way in, the result says where lazily read
+tensors come from and whether offsets are those of a plain stream inside a compressed file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..io.compression import is_zstd
+from ..io.inputs import ranged_input, whole_input
+from ..io.ranged import ByteSource, RangeOptions
+from ..spec.limits import Limits
+from .loading import Reading, read_buffer, read_lazily, read_ranged
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A value read for lazy access: ``source`` is where its lazy tensors read from (None when
+    everything is in ``reading.buffer``); ``size`` is the bytes of the plain stream."""
+
+    reading: Reading
+    source: ByteSource | None
+    compressed: bool
+    size: int
+
+
+def open_reading(
+    target: Any,
+    format: str | None,
+    *,
+    referenced: bool,
+    limits: Limits,
+    storage_options: dict[str, Any] | None = None,
+    options: RangeOptions | None = None,
+) -> Opened:
+    """Parse ``target`` (a path, URL or file object) the cheapest way its bytes allow."""
+    ranged = ranged_input(
+        target, storage_options=storage_options, options=options or RangeOptions()
+    )
+    if ranged is not None:
+        reading, source, compressed = read_ranged(
+            ranged, format, referenced=referenced, limits=limits
+        )
+        size = source.size if source is not None else len(reading.buffer)
+        return Opened(reading, source, compressed, size)
+    buffer, start = whole_input(target, mmap=True)
+    if is_zstd(buffer, start):
+        lazy = read_lazily(buffer, start, format, referenced=referenced, limits=limits)
+        if lazy is not None:
+            return Opened(lazy[0], lazy[1], True, lazy[1].size)
+    reading = read_buffer(buffer, start, format, referenced=referenced, limits=limits)
+    return Opened(reading, None, reading.buffer is not buffer, len(reading.buffer))
