@@ -1,14 +1,18 @@
 /* The graph reader's loop for binary streams, in C: an accelerator, not a second definition.
 
-   read() follows GraphReader._read_graph (streamser/graph_reader.py) step by step for the
-   common values: nil, numbers, strings, booleans, tables, back-references, tensors and storages
-   of every class in format.CLASSES, and other torch classes as TorchObject + field object. It
-   returns None ("bail") for anything else: functions, an unusual version string, any
-   malformed input, any limit reached, any geometry numpy might refuse. The caller then undoes
-   what was registered in `objects` (this code only ever adds keys that were not there) and
-   runs the Python loop from the same position, which reads the value or raises the exact
-   error. So no error message lives here, and every check below only has to be at least as
-   strict as the Python one.
+   read() follows GraphReader._read_graph (streamser/graph/reader.py), and through it the record
+   grammar of streamser/spec/grammar.py, step by step for the common values: nil, numbers,
+   strings, booleans, tables, back-references, tensors and storages of every class in
+   format.CLASSES, and other torch classes as TorchObject + field table. It returns None
+   ("bail") for anything else: functions, registered classes (values.classes), a class payload
+   that is not a field table, an unusual version string, any malformed input, any limit
+   reached, any geometry numpy might refuse. The caller then undoes what was registered in
+   `objects` and noted for the index (this code only ever adds) and runs the Python loop from
+   the same position, which reads the value or raises the exact error. So no error message
+   lives here, and every check below only has to be at least as strict as the Python one.
+
+   Everything it touches comes in through configure() (values.lua.NativeLayout, the reader's
+   ReaderHooks) and read()'s arguments: no attribute is looked up by name.
 
    Input is hostile: every length is checked against the bytes that are left before it is used,
    arithmetic on sizes and strides is checked for overflow, the frame stack is bounded by
@@ -43,13 +47,16 @@ typedef struct {
     PyObject *storage_class;    /* the TorchClass of this class's storage */
 } ClassInfo;
 
-/* What configure() was given: the Python types and helpers the values are made of. */
+/* What configure() was given: values.lua.NativeLayout (the types values are made of, their
+   __slots__ members as descriptors, helpers) and graph.reader.ReaderHooks. */
 static struct {
     int ready;
     PyTypeObject *table_type, *object_type, *storage_type;
     PyObject *table_entries, *object_typename, *object_version, *object_fields;
     PyObject *storage_array, *storage_typename; /* member descriptors (__slots__) */
     PyObject *hash_key, *remember_class, *class_name, *incomplete, *empty_tuple;
+    PyObject *registered;                       /* typename -> codec: Python reads those */
+    PyObject *place_root, *place_key, *place_fields; /* graph.index places */
     ClassInfo classes[MAX_CLASSES];
     int n_classes;
 } cfg;
@@ -59,6 +66,7 @@ typedef struct {
     PyObject *entries;   /* the table's dict; NULL for a torch object's field object */
     PyObject *key;       /* NULL while the key is still to come */
     int64_t remaining;
+    Py_ssize_t node;     /* the index node of the container (when notes are taken) */
 } Frame;
 
 typedef struct {
@@ -72,6 +80,8 @@ typedef struct {
     PyObject *base;    /* a memoryview of source, base of every storage array; made lazily */
     Frame *stack;
     Py_ssize_t depth, capacity;
+    PyObject *nodes, *entries, *storages; /* graph.index.IndexRecorder's lists, or NULL */
+    PyObject *full; /* the last tensor or storage read in full (borrowed, for the index) */
 } Reader;
 
 /* --- primitives ----------------------------------------------------------------------------- */
@@ -109,7 +119,7 @@ static int read_raw_string(Reader *r, const unsigned char **data, Py_ssize_t *le
     return OK;
 }
 
-/* graph_reader.decode_string: str when valid UTF-8, else bytes. */
+/* grammar.decode_string: str when valid UTF-8, else bytes. */
 static PyObject *decode_string(const unsigned char *data, Py_ssize_t len)
 {
     PyObject *text = PyUnicode_DecodeUTF8((const char *)data, len, NULL);
@@ -119,7 +129,7 @@ static PyObject *decode_string(const unsigned char *data, Py_ssize_t len)
     return PyBytes_FromStringAndSize((const char *)data, len);
 }
 
-/* graph_reader.number_value: integral doubles within 2**53 are ints, except -0.0. */
+/* grammar.number_value: integral doubles within 2**53 are ints, except -0.0. */
 static PyObject *number_value(double value)
 {
     if (isfinite(value) && value == floor(value) && fabs(value) <= MAX_EXACT_INT &&
@@ -155,21 +165,26 @@ static int new_table(PyObject **table, PyObject **entries)
     return OK;
 }
 
-/* TorchObject(_class_name(name), None, version) whose fields come later. */
-static PyObject *new_torch_object(const unsigned char *name, Py_ssize_t len, long version)
+/* _class_name(name): the class name as text (a new reference). */
+static PyObject *class_name(const unsigned char *name, Py_ssize_t len)
 {
     PyObject *raw = PyBytes_FromStringAndSize((const char *)name, len);
     if (raw == NULL)
         return NULL;
     PyObject *typename = PyObject_CallOneArg(cfg.class_name, raw);
     Py_DECREF(raw);
-    PyObject *number = typename ? PyLong_FromLong(version) : NULL;
+    return typename;
+}
+
+/* TorchObject(typename, None, version) whose fields come later. */
+static PyObject *new_torch_object(PyObject *typename, long version)
+{
+    PyObject *number = PyLong_FromLong(version);
     PyObject *obj = number ? new_instance(cfg.object_type) : NULL;
     if (obj == NULL || set_slot(cfg.object_typename, obj, typename) < 0 ||
         set_slot(cfg.object_version, obj, number) < 0 ||
         set_slot(cfg.object_fields, obj, Py_None) < 0)
         Py_CLEAR(obj);
-    Py_XDECREF(typename);
     Py_XDECREF(number);
     return obj;
 }
@@ -346,7 +361,7 @@ static int tensor_view(PyArrayObject *storage, int ndim, const int64_t *sizes,
             __builtin_add_overflow(last, step, &last) ||
             __builtin_mul_overflow(stride, itemsize, &step) || step > NPY_MAX_INTP)
             return BAIL;
-        if (stride != expected && size != 1)
+        if (stride != expected) /* a size-1 dimension keeps its stride too: exact geometry */
             contiguous = 0;
         if (__builtin_mul_overflow(expected, size, &expected) || size > NPY_MAX_INTP)
             return BAIL;
@@ -492,6 +507,53 @@ static int read_tensor(Reader *r, const ClassInfo *cls, PyObject **out)
     return status;
 }
 
+/* --- notes for the index (graph.index.IndexRecorder) ---------------------------------------- */
+
+/* Where the next value sits: the innermost frame's node and the key it is read under (a new
+   reference), as GraphReader._place gives them. */
+static PyObject *place_of_next(Reader *r, Py_ssize_t *node)
+{
+    if (r->depth == 0) {
+        *node = -1;
+        return Py_NewRef(cfg.place_root);
+    }
+    Frame *frame = &r->stack[r->depth - 1];
+    *node = frame->node;
+    if (frame->entries == NULL)
+        return Py_NewRef(cfg.place_fields);
+    return Py_NewRef(frame->key == NULL ? cfg.place_key : frame->key);
+}
+
+/* Append (node, place, item) to `list` for the value about to be read. */
+static int note(Reader *r, PyObject *list, PyObject *item)
+{
+    Py_ssize_t node;
+    PyObject *place = place_of_next(r, &node);
+    PyObject *row = Py_BuildValue("(nNO)", node, place, item);
+    if (row == NULL)
+        return FAIL;
+    int failed = PyList_Append(list, row) < 0;
+    Py_DECREF(row);
+    return failed ? FAIL : OK;
+}
+
+/* IndexRecorder.entry: a tensor read in full, or a storage the first time it is a value. */
+static int note_entry(Reader *r, PyObject *value)
+{
+    if (Py_TYPE(value) == cfg.storage_type) {
+        PyObject *id = PyLong_FromVoidPtr(value);
+        if (id == NULL)
+            return FAIL;
+        int known = PySet_Contains(r->storages, id);
+        if (known == 0)
+            known = PySet_Add(r->storages, id) < 0 ? -1 : 0;
+        Py_DECREF(id);
+        if (known != 0)
+            return known < 0 ? FAIL : OK;
+    }
+    return note(r, r->entries, value);
+}
+
 /* --- the machine ---------------------------------------------------------------------------- */
 
 /* Push a frame; steals container and entries. */
@@ -501,6 +563,15 @@ static int push(Reader *r, PyObject *container, PyObject *entries, int64_t remai
         Py_DECREF(container);
         Py_XDECREF(entries);
         return BAIL;
+    }
+    Py_ssize_t node = -1;
+    if (r->nodes != NULL) {
+        node = PyList_GET_SIZE(r->nodes);
+        if (note(r, r->nodes, container) < 0) {
+            Py_DECREF(container);
+            Py_XDECREF(entries);
+            return FAIL;
+        }
     }
     if (r->depth == r->capacity) {
         Py_ssize_t capacity = r->capacity ? 2 * r->capacity : 32;
@@ -519,6 +590,7 @@ static int push(Reader *r, PyObject *container, PyObject *entries, int64_t remai
     frame->entries = entries;
     frame->key = NULL;
     frame->remaining = remaining;
+    frame->node = node;
     return OK;
 }
 
@@ -575,7 +647,19 @@ static int read_torch(Reader *r, PyObject **out)
     }
     const ClassInfo *cls = find_class(name, len);
     if (cls == NULL) {
-        PyObject *obj = new_torch_object(name, len, version);
+        /* A registered class, or a payload that is not a field table: Python reads it. */
+        if (r->size - r->pos < 4 || (int32_t)le32(r->buf + r->pos) != TAG_TABLE) {
+            Py_XDECREF(key);
+            return BAIL;
+        }
+        PyObject *typename = class_name(name, len);
+        int registered = typename == NULL ? -1 : PyDict_Contains(cfg.registered, typename);
+        PyObject *obj = registered == 0 ? new_torch_object(typename, version) : NULL;
+        Py_XDECREF(typename);
+        if (registered > 0) {
+            Py_XDECREF(key);
+            return BAIL;
+        }
         status = obj == NULL ? FAIL : remember(r, key, obj);
         Py_XDECREF(key);
         if (status != OK) {
@@ -596,6 +680,7 @@ static int read_torch(Reader *r, PyObject **out)
         return status;
     }
     *out = value;
+    r->full = value;
     return OK;
 }
 
@@ -631,8 +716,16 @@ static int read_value(Reader *r, PyObject **out)
     }
     case TAG_TABLE:
         return read_table(r, out);
-    case TAG_TORCH:
-        return read_torch(r, out);
+    case TAG_TORCH: {
+        int status = read_torch(r, out);
+        if (status == OK && r->entries != NULL && *out != NULL &&
+            (*out == r->full || Py_TYPE(*out) == cfg.storage_type) && note_entry(r, *out) < 0) {
+            Py_CLEAR(*out);
+            status = FAIL;
+        }
+        r->full = NULL;
+        return status;
+    }
     case TAG_BOOLEAN:
         if (read_int(r, &flag))
             return BAIL;
@@ -728,16 +821,17 @@ static int64_t clamped(PyObject *number, int *failed)
 
 PyDoc_STRVAR(read_doc,
 "read(buffer, pos, long_size, longs_read, indexed, objects, referenced, max_depth, max_string,\n"
-"     max_table, max_objects)\n"
+"     max_table, max_objects, notes)\n"
 "--\n\n"
 "One value from ``buffer`` (a 1-D byte memoryview) at ``pos``, as GraphReader reads it:\n"
 "(value, pos, longs_read, indexed) after it, or None to let the Python reader do it. New\n"
-"indexed objects are added to ``objects``; after None, the caller removes the keys added.");
+"indexed objects are added to ``objects``; ``notes`` (None, or an IndexRecorder's nodes,\n"
+"entries and storages) gets the index notes. After None, the caller removes what was added.");
 
 static PyObject *fast_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 11) {
-        PyErr_Format(PyExc_TypeError, "read() takes 11 arguments (%zd given)", nargs);
+    if (nargs != 12) {
+        PyErr_Format(PyExc_TypeError, "read() takes 12 arguments (%zd given)", nargs);
         return NULL;
     }
     if (!cfg.ready) {
@@ -749,6 +843,10 @@ static PyObject *fast_read(PyObject *module, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     Reader r = {0};
+    if (args[11] != Py_None &&
+        !PyArg_ParseTuple(args[11], "O!O!O!", &PyList_Type, &r.nodes, &PyList_Type, &r.entries,
+                          &PySet_Type, &r.storages))
+        return NULL;
     int failed = 0;
     int64_t pos = clamped(args[1], &failed);
     int64_t long_size = clamped(args[2], &failed);
@@ -799,14 +897,13 @@ static PyObject *fast_read(PyObject *module, PyObject *const *args, Py_ssize_t n
 
 /* --- configuration -------------------------------------------------------------------------- */
 
-static PyObject *slot_of(PyObject *type, const char *name)
+/* A member descriptor of a __slots__ member (what values.lua.native_layout hands over). */
+static int is_slot(PyObject *descr)
 {
-    PyObject *descr = PyObject_GetAttrString(type, name);
-    if (descr != NULL && (Py_TYPE(descr)->tp_descr_set == NULL || !PyType_Check(type))) {
-        PyErr_Format(PyExc_TypeError, "%R.%s is not a slot", type, name);
-        Py_CLEAR(descr);
-    }
-    return descr;
+    if (Py_TYPE(descr) == &PyMemberDescr_Type && Py_TYPE(descr)->tp_descr_set != NULL)
+        return 1;
+    PyErr_Format(PyExc_TypeError, "%R is not a __slots__ member", descr);
+    return 0;
 }
 
 static int configure_class(ClassInfo *info, PyObject *entry)
@@ -836,14 +933,14 @@ static int configure_class(ClassInfo *info, PyObject *entry)
 }
 
 PyDoc_STRVAR(configure_doc,
-"configure(LuaTable, TorchObject, Storage, hash_key, remember_class, class_name, incomplete,\n"
-"          classes)\n"
+"configure(layout, hooks)\n"
 "--\n\n"
-"The types and helpers values are made of (once, from graph_reader). ``classes``: one tuple\n"
-"per tensor or storage class: (name bytes, typename, is_tensor, is_cuda, element number,\n"
+"What values are made of (values.lua.NativeLayout) and what the reader needs besides\n"
+"(graph.reader.ReaderHooks), once, from graph.reader. ``hooks.classes`` has one tuple per\n"
+"tensor or storage class: (name bytes, typename, is_tensor, is_cuda, element number,\n"
 "is_long, dtype, empty-tensor dtype, TorchClass, TorchClass of its storage).");
 
-/* Forget a configuration (a reload of graph_reader configures again, with new sentinels). */
+/* Forget a configuration (a reload of graph.reader configures again, with new sentinels). */
 static void unconfigure(void)
 {
     cfg.ready = 0;
@@ -870,15 +967,28 @@ static void unconfigure(void)
     Py_CLEAR(cfg.class_name);
     Py_CLEAR(cfg.incomplete);
     Py_CLEAR(cfg.empty_tuple);
+    Py_CLEAR(cfg.registered);
+    Py_CLEAR(cfg.place_root);
+    Py_CLEAR(cfg.place_key);
+    Py_CLEAR(cfg.place_fields);
 }
 
 static PyObject *configure(PyObject *module, PyObject *args)
 {
-    PyObject *table, *object, *storage, *hash_key, *remember, *class_name, *incomplete, *list;
+    PyObject *layout, *hooks, *table, *object, *storage, *entries, *typename, *version, *fields;
+    PyObject *array, *storage_typename, *hash_key, *remember, *class_of_root;
+    PyObject *class_name, *incomplete, *list, *registered, *root, *key, *fields_place;
     unconfigure();
-    if (!PyArg_ParseTuple(args, "O!O!O!OOOOO!", &PyType_Type, &table, &PyType_Type, &object,
-                          &PyType_Type, &storage, &hash_key, &remember, &class_name,
-                          &incomplete, &PyList_Type, &list))
+    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &layout, &PyTuple_Type, &hooks) ||
+        !PyArg_ParseTuple(layout, "O!OO!OOOO!OOOOO!", &PyType_Type, &table, &entries,
+                          &PyType_Type, &object, &typename, &version, &fields, &PyType_Type,
+                          &storage, &array, &storage_typename, &hash_key, &remember,
+                          &PyDict_Type, &class_of_root) ||
+        !PyArg_ParseTuple(hooks, "OOO!O!OOO", &class_name, &incomplete, &PyList_Type, &list,
+                          &PyDict_Type, &registered, &root, &key, &fields_place))
+        return NULL;
+    if (!is_slot(entries) || !is_slot(typename) || !is_slot(version) || !is_slot(fields) ||
+        !is_slot(array) || !is_slot(storage_typename))
         return NULL;
     if (PyList_GET_SIZE(list) > MAX_CLASSES) {
         PyErr_SetString(PyExc_ValueError, "too many classes");
@@ -890,16 +1000,15 @@ static PyObject *configure(PyObject *module, PyObject *args)
             return NULL; /* a partial table is never used: ready stays 0 */
     }
     cfg.n_classes = (int)PyList_GET_SIZE(list);
-    cfg.table_entries = slot_of(table, "_entries");
-    cfg.object_typename = slot_of(object, "typename");
-    cfg.object_version = slot_of(object, "version");
-    cfg.object_fields = slot_of(object, "fields");
-    cfg.storage_array = slot_of(storage, "array");
-    cfg.storage_typename = slot_of(storage, "typename");
     cfg.empty_tuple = PyTuple_New(0);
-    if (!cfg.table_entries || !cfg.object_typename || !cfg.object_version ||
-        !cfg.object_fields || !cfg.storage_array || !cfg.storage_typename || !cfg.empty_tuple)
+    if (cfg.empty_tuple == NULL)
         return NULL;
+    cfg.table_entries = Py_NewRef(entries);
+    cfg.object_typename = Py_NewRef(typename);
+    cfg.object_version = Py_NewRef(version);
+    cfg.object_fields = Py_NewRef(fields);
+    cfg.storage_array = Py_NewRef(array);
+    cfg.storage_typename = Py_NewRef(storage_typename);
     cfg.table_type = (PyTypeObject *)Py_NewRef(table);
     cfg.object_type = (PyTypeObject *)Py_NewRef(object);
     cfg.storage_type = (PyTypeObject *)Py_NewRef(storage);
@@ -907,6 +1016,10 @@ static PyObject *configure(PyObject *module, PyObject *args)
     cfg.remember_class = Py_NewRef(remember);
     cfg.class_name = Py_NewRef(class_name);
     cfg.incomplete = Py_NewRef(incomplete);
+    cfg.registered = Py_NewRef(registered);
+    cfg.place_root = Py_NewRef(root);
+    cfg.place_key = Py_NewRef(key);
+    cfg.place_fields = Py_NewRef(fields_place);
     cfg.ready = 1;
     Py_RETURN_NONE;
 }
@@ -919,7 +1032,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "_fastread",
-    "The graph reader's loop for binary streams, in C (see streamser.graph_reader).", -1,
+    "The graph reader's loop for binary streams, in C (see streamser.graph.reader).", -1,
     methods, NULL, NULL, NULL, NULL,
 };
 

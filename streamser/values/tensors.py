@@ -59,7 +59,7 @@ def tensor_view(
         if size < 0 or stride < 0:
             raise FormatError(f"negative tensor size or stride in {sizes} / {strides}", at)
         last += (size - 1) * stride
-        if stride != expected and size != 1:
+        if stride != expected:  # a size-1 dimension keeps its stride too: exact geometry
             contiguous = False
         expected *= size
     itemsize = storage.dtype.itemsize
