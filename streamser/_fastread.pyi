@@ -18,6 +18,7 @@ def read(
     max_string: int,
     max_table: int,
     max_objects: int,
-    notes: tuple[list[tuple[int, Any, Any]], list[tuple[int, Any, Any]], set[int]] | None,
+    notes: tuple[list[Any], list[Any], list[Any], list[Any], set[int]] | None,
+    keep_objects: bool,
     /,
-) -> tuple[Any, int, int, int] | None: ...
+) -> tuple[Any, ...] | None: ...

@@ -3,9 +3,10 @@
 While the reader (Python or compiled) builds the value, it notes two things, cheaply: every
 container it reads in full (a *node*: its parent node, where it sits in that parent, the
 container itself) and every tensor or storage it meets for the first time as a value (an
-*entry*: its node, where it sits, the value). Paths are built from these only when
-:func:`tensor_infos` is asked for them, each container's path once, in the syntax of
-:mod:`.paths`; shapes, classes and file offsets come from the values themselves.
+*entry*: its node, where it sits, the value, and the object index of its storage in the file).
+Paths are built from these only when :func:`tensor_infos` is asked for them, each container's
+path once, in the syntax of :mod:`.paths`; shapes, classes and file offsets come from the values
+themselves.
 
 Where a child sits is the key under which its table holds it, or one of the markers below
 (a container's first path wins: a value met again is not noted again).
@@ -13,15 +14,17 @@ Where a child sits is the key under which its table holds it, or one of the mark
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, NamedTuple
 
 import numpy as np
 
+from .. import speedups
 from ..io.arrays import Array, address_of, root_of
 from ..spec.format import element_of
 from ..values.lazy import LazyArray, LazyStorage
-from ..values.lua import LuaTable, Storage
+from ..values.lua import LuaTable, Storage, gc_paused
 from ..values.tensors import class_for_array
 from .paths import UPVALUES, Entry, KeyOf, Part, format_part
 
@@ -47,26 +50,74 @@ IN_PAYLOAD: Final = Place("payload")  # one of the objects of a registered class
 _PLAIN_KEYS: Final = frozenset({str, bytes, int, float, bool})
 
 
-class IndexRecorder:
-    """What the reader notes while it reads (see the module docstring)."""
+class IndexColumns(NamedTuple):
+    """An index as parallel columns: nodes (containers) and entries (tensors, storages)."""
 
-    __slots__ = ("entries", "nodes", "storages")
+    parents: array[int]  # node -> its parent node (-1: the value itself)
+    places: list[Any]  # node -> where it sits in its parent
+    containers: list[Any]  # node -> the container
+    owners: array[int]  # entry -> the node it sits in (-1: it is the value itself)
+    spots: list[Any]  # entry -> where it sits in that node
+    values: list[Any]  # entry -> the tensor or storage
+    storage_of: array[int]  # entry -> the file's object index of its storage (-1: none)
+
+
+class IndexRecorder:
+    """What the reader notes while it reads (see the module docstring): columns, so that a note
+    costs a few appends and no new objects."""
+
+    __slots__ = ("columns", "storages")
 
     def __init__(self) -> None:
-        self.nodes: list[tuple[int, Any, Any]] = []  # (parent node or -1, place, container)
-        self.entries: list[tuple[int, Any, Any]] = []  # (node or -1, place, tensor or storage)
+        self.columns = IndexColumns(array("q"), [], [], array("q"), [], [], array("q"))
         self.storages: set[int] = set()  # id() of storages noted (a storage may come back)
 
     def node(self, parent: int, place: Any, container: Any) -> int:
-        self.nodes.append((parent, place, container))
-        return len(self.nodes) - 1
+        columns = self.columns
+        columns.parents.append(parent)
+        columns.places.append(place)
+        columns.containers.append(container)
+        return len(columns.places) - 1
 
-    def entry(self, node: int, place: Any, value: Any) -> None:
+    def entry(self, node: int, place: Any, value: Any, storage: int | None) -> None:
         if type(value) is Storage:
             if id(value) in self.storages:
                 return
             self.storages.add(id(value))
-        self.entries.append((node, place, value))
+        columns = self.columns
+        columns.owners.append(node)
+        columns.spots.append(place)
+        columns.values.append(value)
+        columns.storage_of.append(-1 if storage is None else storage)
+
+    def marks(self) -> tuple[int, int]:
+        """How many nodes and entries there are (see :meth:`truncate`)."""
+        return len(self.columns.places), len(self.columns.values)
+
+    def truncate(self, marks: tuple[int, int]) -> None:
+        """Forget the notes made after :meth:`marks` gave ``marks``."""
+        nodes, entries = marks
+        columns = self.columns
+        for value in columns.values[entries:]:
+            self.storages.discard(id(value))
+        for column in (columns.parents, columns.places, columns.containers):
+            del column[nodes:]
+        for column in (columns.owners, columns.spots, columns.values, columns.storage_of):
+            del column[entries:]
+
+    def extend(self, parents: bytes, owners: bytes, storage_of: bytes) -> None:
+        """The integer columns of notes the compiled reader made (its lists it fills itself)."""
+        self.columns.parents.frombytes(parents)
+        self.columns.owners.frombytes(owners)
+        self.columns.storage_of.frombytes(storage_of)
+
+    def entries(self) -> Iterator[tuple[int, Any, Any, int | None]]:
+        """(node, place, value, storage index or None) per entry."""
+        columns = self.columns
+        for node, place, value, storage in zip(
+            columns.owners, columns.spots, columns.values, columns.storage_of, strict=True
+        ):
+            yield node, place, value, None if storage < 0 else storage
 
 
 class TensorInfo(NamedTuple):
@@ -74,8 +125,8 @@ class TensorInfo(NamedTuple):
 
     ``offset`` is the byte position in the file of the tensor's first element and
     ``storage_offset`` that of its storage's first element (None for ascii files, for b32 Long
-    data and for empty tensors); ``storage`` numbers the file's storages in the order they
-    come (None without one): tensors with the same ``storage`` share memory. ``strides`` are
+    data and for empty tensors). ``storage`` is the object index of its storage in the file
+    (None without one): tensors with the same ``storage`` share memory. ``strides`` are
     Torch's, in elements.
     """
 
@@ -94,8 +145,10 @@ class TensorInfo(NamedTuple):
 class Paths:
     """Path strings of the nodes and entries of an index, each node's built once."""
 
-    def __init__(self, nodes: list[tuple[int, Any, Any]]) -> None:
-        self._nodes = nodes
+    def __init__(self, columns: IndexColumns) -> None:
+        self._parents = columns.parents
+        self._places = columns.places
+        self._containers = columns.containers
         self._texts: dict[int, str] = {-1: ""}
         self._positions: dict[int, dict[int, tuple[int, bool]]] = {}
 
@@ -105,10 +158,10 @@ class Paths:
         chain = []
         while node not in texts:
             chain.append(node)
-            node = self._nodes[node][0]
+            node = self._parents[node]
         for index in reversed(chain):
-            parent, place, container = self._nodes[index]
-            texts[index] = self.join(parent, place, container)
+            parent, place = self._parents[index], self._places[index]
+            texts[index] = self.join(parent, place, self._containers[index])
         return texts[chain[0]] if chain else texts[node]
 
     def join(self, node: int, place: Any, child: Any) -> str:
@@ -132,7 +185,7 @@ class Paths:
 
     def _found(self, node: int, child: Any) -> Part | None:
         """Where a registered class's value holds ``child``: a key, a position, a key's."""
-        container = self._nodes[node][2]
+        container = self._containers[node]
         if isinstance(container, (list, tuple)):
             for number, item in enumerate(container, 1):
                 if item is child:
@@ -149,7 +202,7 @@ class Paths:
         positions = self._positions.get(node)
         if positions is None:
             positions = {}
-            for number, (key, value) in enumerate(_pairs(self._nodes[node][2]), 1):
+            for number, (key, value) in enumerate(_pairs(self._containers[node]), 1):
                 positions.setdefault(id(value), (number, False))
                 positions[id(key)] = (number, True)
             self._positions[node] = positions
@@ -166,26 +219,31 @@ def _pairs(container: Any) -> Iterator[tuple[Any, Any]]:
 
 def tensor_infos(recorder: IndexRecorder, base: int | None, size: int) -> list[TensorInfo]:
     """The index rows of ``recorder``'s entries; offsets are in a file mapped at ``base``."""
-    paths = Paths(recorder.nodes)
-    storages: dict[int, int] = {}
-    rows = []
-    for node, place, value in recorder.entries:
-        path = paths.join(node, place, value) or "<root>"
-        rows.append(info_of(path, value, base, size, storages))
-    return rows
+    paths = Paths(recorder.columns)
+
+    def row_of(path: str, value: Any, storage: int | None) -> TensorInfo:
+        return info_of(path, value, storage, base, size)
+
+    fast = speedups.active(_ROWS)
+    with gc_paused():  # many new rows: no collection should scan the file's graph meanwhile
+        if fast is not None:
+            rows: list[TensorInfo] = fast.rows(
+                recorder.columns, base, size, paths.join, row_of, TensorInfo
+            )
+            return rows
+        return [
+            row_of(paths.join(node, place, value) or "<root>", value, storage)
+            for node, place, value, storage in recorder.entries()
+        ]
 
 
-def info_of(
-    path: str, value: Any, base: int | None, size: int, storages: dict[int, int]
-) -> TensorInfo:
+def info_of(path: str, value: Any, storage: int | None, base: int | None, size: int) -> TensorInfo:
     """One row: ``value`` is an ndarray, a :class:`Storage` or a :class:`LazyArray`."""
     if isinstance(value, LazyArray):
-        number = storages.setdefault(id(value.storage), len(storages))
-        return _lazy_info(path, value.storage, value.shape, value.strides, value.offset, number)
+        return _lazy_info(path, value.storage, value.shape, value.strides, value.offset, storage)
     if isinstance(value, Storage) and isinstance(value.array, LazyStorage):
         lazy = value.array
-        number = storages.setdefault(id(lazy), len(storages))
-        return _lazy_info(path, lazy, lazy.shape, (1,), 0, number, value.typename)
+        return _lazy_info(path, lazy, lazy.shape, (1,), 0, storage, value.typename)
     if isinstance(value, Storage):
         array, typename = value.array, value.typename
     else:
@@ -205,7 +263,7 @@ def info_of(
         _offset(root, base, size) if placed else None,
         root.nbytes,
         tuple(stride // itemsize for stride in array.strides),
-        None if root is array and array.size == 0 else storages.setdefault(id(root), len(storages)),
+        storage,
     )
 
 
@@ -222,7 +280,7 @@ def _lazy_info(
     shape: tuple[int, ...],
     strides: tuple[int, ...],
     offset: int,
-    number: int,
+    number: int | None,
     typename: str | None = None,
 ) -> TensorInfo:
     """A row for a lazily read compressed file (offsets in the plain stream)."""
@@ -244,4 +302,8 @@ def _lazy_info(
     )
 
 
-__all__ = ["IndexRecorder", "Paths", "TensorInfo", "info_of", "tensor_infos"]
+__all__ = ["IndexColumns", "IndexRecorder", "Paths", "TensorInfo", "info_of", "tensor_infos"]
+
+
+# The compiled rows (``_fastread.rows``), configured by the reader's import.
+_ROWS = speedups.compiled("_fastread")

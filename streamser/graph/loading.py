@@ -19,20 +19,33 @@ from ..io.seekable import FrameDecoder, FrameSource
 from ..spec.detect import sniff_ascii
 from ..spec.format import FORMATS, Format, get_format
 from ..spec.limits import Limits
+from .index import IndexRecorder
 from .reader import GraphReader
 
 
 def read_buffer(
-    buffer: Any, start: int, format: str | None, *, referenced: bool, limits: Limits
+    buffer: Any,
+    start: int,
+    format: str | None,
+    *,
+    referenced: bool,
+    limits: Limits,
+    indexed: bool = False,
 ) -> Reading:
-    """One value from ``buffer``: unwrapped from zstd if compressed, then read or detected."""
+    """One value from ``buffer``: unwrapped from zstd if compressed, then read or detected.
+
+    ``indexed``: the reading carries the tensor index, recorded while reading.
+    """
     if is_zstd(buffer, start):
         buffer = decompress(memoryview(buffer)[start:], max_size=limits.max_decompressed)
         start = 0
     with parsing(buffer):
         if format is None:
-            return read_detected(buffer, start, referenced=referenced, limits=limits)
-        return read_one(buffer, start, get_format(format), referenced=referenced, limits=limits)
+            return read_detected(
+                buffer, start, referenced=referenced, limits=limits, indexed=indexed
+            )
+        fmt = get_format(format)
+        return read_one(buffer, start, fmt, referenced=referenced, limits=limits, indexed=indexed)
 
 
 @dataclass(frozen=True)
@@ -43,17 +56,27 @@ class Reading:
     format: Format
     end: int
     buffer: Any  # what was read: the input, or its decompressed contents
+    index: IndexRecorder | None = None  # where its tensors sit, when asked for
 
 
 def read_one(
-    buffer: Any, start: int, fmt: Format, *, referenced: bool = True, limits: Limits | None = None
+    buffer: Any,
+    start: int,
+    fmt: Format,
+    *,
+    referenced: bool = True,
+    limits: Limits | None = None,
+    indexed: bool = False,
 ) -> Reading:
     """Read one value in a known format."""
     if fmt.ascii and isinstance(buffer, (memoryview, bytearray)):
         buffer = bytes(buffer)  # the ascii scanner needs find() and regular expressions
     decoder = decoder_for(fmt, buffer, start)
-    value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
-    return Reading(value, fmt, decoder.pos, buffer)
+    index = IndexRecorder() if indexed else None
+    reader = GraphReader(
+        decoder, referenced=referenced, limits=limits, index=index, keep_objects=False
+    )
+    return Reading(reader.read_object(), fmt, decoder.pos, buffer, index)
 
 
 def read_detected(
@@ -62,6 +85,7 @@ def read_detected(
     *,
     referenced: bool = True,
     limits: Limits | None = None,
+    indexed: bool = False,
     decoder_for_long: Callable[[int], BinaryDecoder] | None = None,
 ) -> Reading:
     """Read one value, telling ascii, binary (8-byte long) and b32 (4-byte long) apart.
@@ -73,19 +97,24 @@ def read_detected(
     compressed file passes its own; ``buffer`` then only serves the ascii sniff).
     """
     if sniff_ascii(buffer, start):
-        return read_one(buffer, start, FORMATS["ascii"], referenced=referenced, limits=limits)
+        ascii = FORMATS["ascii"]
+        return read_one(buffer, start, ascii, referenced=referenced, limits=limits, indexed=indexed)
     if decoder_for_long is None:
         decoder_for_long = partial(BinaryDecoder, buffer, pos=start)
     readings: dict[str, Reading] = {}
     failures: dict[str, FormatError] = {}
     for fmt in (FORMATS["binary"], FORMATS["b32"]):
         decoder = decoder_for_long(fmt.long_size)
+        index = IndexRecorder() if indexed else None
         try:
-            value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
+            reader = GraphReader(
+                decoder, referenced=referenced, limits=limits, index=index, keep_objects=False
+            )
+            value = reader.read_object()
         except FormatError as exc:
             failures[fmt.name] = exc
             continue
-        reading = Reading(value, fmt, decoder.pos, buffer)
+        reading = Reading(value, fmt, decoder.pos, buffer, index)
         if decoder.longs_read == 0 or decoder.remaining() == 0:
             return reading  # explains every byte, or long size never mattered
         readings[fmt.name] = reading
@@ -107,7 +136,13 @@ def read_detected(
 
 
 def read_lazily(
-    buffer: Any, start: int, format: str | None, *, referenced: bool, limits: Limits
+    buffer: Any,
+    start: int,
+    format: str | None,
+    *,
+    referenced: bool,
+    limits: Limits,
+    indexed: bool = False,
 ) -> tuple[Reading, FrameSource] | None:
     """One value from a seekable zstd input, decompressing only the frames of its records.
 
@@ -133,12 +168,20 @@ def read_lazily(
     try:
         if fmt is None:
             reading = read_detected(
-                head, 0, referenced=referenced, limits=limits, decoder_for_long=decoder_for_long
+                head,
+                0,
+                referenced=referenced,
+                limits=limits,
+                indexed=indexed,
+                decoder_for_long=decoder_for_long,
             )
         else:
             decoder = decoder_for_long(fmt.long_size)
-            value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
-            reading = Reading(value, fmt, decoder.pos, head)
+            index = IndexRecorder() if indexed else None
+            reader = GraphReader(
+                decoder, referenced=referenced, limits=limits, index=index, keep_objects=False
+            )
+            reading = Reading(reader.read_object(), fmt, decoder.pos, head, index)
     finally:
         for decoder in decoders:
             decoder.close()

@@ -102,6 +102,8 @@ def format_part(part: Part, first: bool = False) -> str:
         return part if first else "." + part
     if isinstance(part, Upvalues):
         return UPVALUES_TEXT if first else "." + UPVALUES_TEXT
+    if isinstance(part, Dotted):
+        return part.text if first else "." + part.text
     return _bracketed(part)
 
 
@@ -112,9 +114,7 @@ def _bracketed(part: Any) -> str:
         return f"[#{part.number}]"
     if isinstance(part, KeyOf):
         return f"{{#{part.number}}}"
-    if isinstance(part, (str, bytes, int, float)):
-        return f"[{part!r}]"
-    raise TypeError(f"a path part cannot be a {type(part).__name__}")
+    return f"[{part!r}]"  # str, bytes, int, float (and, in messages, anything else)
 
 
 def format_path(parts: Iterable[Part]) -> str:

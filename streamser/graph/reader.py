@@ -180,8 +180,12 @@ class GraphReader:
         referenced: bool = True,
         limits: Limits | None = None,
         index: IndexRecorder | None = None,
+        keep_objects: bool = True,
     ):
+        """``keep_objects=False``: no other value will be read with this reader, so
+        :attr:`objects` (what later values may refer back to) need not be kept."""
         self.decoder = decoder
+        self.keep_objects = keep_objects
         self.referenced = referenced
         self.limits = limits or Limits()
         self.index = index  # notes where each tensor sits, when given
@@ -190,6 +194,8 @@ class GraphReader:
         self._indexed = 0  # tables, torch objects and functions read so far
         self._stack: list[_Frame] = []
         self._full: Any = None  # the last tensor or storage read in full (for the index)
+        self._last_index = 0  # the index of the last torch object met where a value stands
+        self._tensor_storage: int | None = None  # the index of the last tensor's storage
         compiled = _FASTREAD if type(decoder) is BinaryDecoder else None
         self._compiled = speedups.active(compiled)
 
@@ -213,13 +219,17 @@ class GraphReader:
         """
         decoder, objects, limits, index = self.decoder, self.objects, self.limits, self.index
         known = len(objects)
-        notes = None if index is None else (index.nodes, index.entries, index.storages)
-        marks = None if index is None else (len(index.nodes), len(index.entries))
+        notes = None
+        if index is not None:
+            columns = index.columns
+            lists = (columns.places, columns.containers, columns.spots, columns.values)
+            notes = (*lists, index.storages)
+        marks = None if index is None else index.marks()
         try:
             result = fast.read(
                 decoder.buffer, decoder.pos, decoder.long_size, decoder.longs_read,
                 self._indexed, objects, self.referenced, limits.max_depth, decoder.max_string,
-                limits.max_table, limits.max_objects, notes,
+                limits.max_table, limits.max_objects, notes, self.keep_objects,
             )  # fmt: skip
         except BaseException:
             self._undo(known, marks)
@@ -227,7 +237,9 @@ class GraphReader:
         if result is None:
             self._undo(known, marks)
             return _BAIL
-        value, decoder.pos, decoder.longs_read, self._indexed = result
+        value, decoder.pos, decoder.longs_read, self._indexed, *columns = result
+        if index is not None:
+            index.extend(*columns)
         return value
 
     def _undo(self, known: int, marks: tuple[int, int] | None) -> None:
@@ -235,10 +247,7 @@ class GraphReader:
         for index in list(islice(self.objects, known, None)):
             del self.objects[index]
         if marks is not None and self.index is not None:
-            del self.index.nodes[marks[0] :]
-            for _node, _place, value in self.index.entries[marks[1] :]:
-                self.index.storages.discard(id(value))
-            del self.index.entries[marks[1] :]
+            self.index.truncate(marks)
 
     def _read_graph(self) -> Any:
         decoder, dispatch, stack = self.decoder, _DISPATCH, self._stack
@@ -367,14 +376,17 @@ class GraphReader:
         value = self._torch(at)
         index = self.index
         if index is not None:
-            if value is self._full or type(value) is Storage:  # a storage may come back
-                index.entry(*self._place(), value)
+            if type(value) is Storage:  # read now or earlier (a tensor's): noted once
+                index.entry(*self._place(), value, self._last_index)
+            elif value is self._full:
+                index.entry(*self._place(), value, self._tensor_storage)
             self._full = None
         return value
 
     def _torch(self, at: int) -> Any:
         decoder = self.decoder
         index = decoder.read_int()
+        self._last_index = index
         if self.referenced:
             found = self.objects.get(index)
             if found is not None:
@@ -431,12 +443,14 @@ class GraphReader:
         decoder = self.decoder
         where = decoder.pos
         tag = decoder.read_int()
+        self._tensor_storage = None
         if tag == TAG_NIL:
             return None
         if tag != TAG_TORCH:
             found = TAG_NAMES.get(tag, f"type tag {tag}")
             raise FormatError(f"a tensor's storage must be a storage or nil, found {found}", where)
         storage = self._torch(where)
+        self._tensor_storage = self._last_index
         if not isinstance(storage, Storage):
             found = getattr(storage, "typename", type(storage).__name__)
             raise FormatError(f"a tensor's storage must be a storage, found {found}", where)
