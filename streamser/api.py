@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .errors import StreamserError, UnsupportedValueError
 from .graph.loading import read_buffer
 from .io.atomic import replacing
 from .io.compression import SeekableZstdWriter
@@ -43,6 +44,12 @@ def load(
     ``max_string``, ``max_table``, ``max_objects``, ``max_decompressed``).
     """
     bounds = Limits.from_keywords(**limits)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raise StreamserError(
+            f"load() takes a path (str or os.PathLike) or a binary file object, not "
+            f"{type(source).__name__}: bytes are data, not a path; read serialized bytes with "
+            "streamser.deserialize(data), and give a path as str (os.fsdecode(path))"
+        )
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as fileobj:
             buffer, start, _ = buffer_of(fileobj, mmap=mmap)
@@ -144,6 +151,7 @@ def save(
     (``level``; ``threads`` frames compressed at once); ``zstd -d`` restores the plain file.
     """
     get_format(format)
+    _check_target(target, value)
     options: dict[str, Any] = {"compact": compact, "serial": serial, "hook": hook, "cast": cast}
     if not isinstance(target, (str, os.PathLike)):
         sink: Any = target
@@ -156,6 +164,18 @@ def save(
         if compress is not None:
             sink = _compressor(compress, writer_for(raw), level, threads)
         _write_through(sink, value, format, referenced, options)
+
+
+def _check_target(target: Any, value: Any) -> None:
+    """A path or something with ``write``; anything else is a mistake worth naming."""
+    if isinstance(target, (str, os.PathLike)) or callable(getattr(target, "write", None)):
+        return
+    swapped = isinstance(value, (str, os.PathLike))
+    hint = ": the arguments look swapped, it is streamser.save(path, value)" if swapped else ""
+    raise UnsupportedValueError(
+        f"save() writes to a path (str or os.PathLike) or a binary file object, not to a "
+        f"{type(target).__name__}{hint}"
+    )
 
 
 def _compressor(

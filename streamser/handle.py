@@ -139,6 +139,11 @@ class T7File:
         parts = paths.parse_path(path) if isinstance(path, str) else paths.loose(path)
         return self._resolved(parts, _MISSING, read=read)
 
+    def subtree(self, path: str | tuple[Any, ...]) -> Any:
+        """The value at ``path`` as the handle holds it: the tensors of a lazily read
+        compressed file stay unread (``f[path]`` reads them)."""
+        return self._lookup(path, read=False)
+
     def keys(self) -> list[Any]:
         root = self._root()
         return list(root) if isinstance(root, Mapping) else []

@@ -1,26 +1,186 @@
 """One value from a buffer: unwrapped from zstd, its format told apart, then read.
 
-``load``, ``deserialize`` and ``open`` all come through here, so format detection (ascii,
-binary, b32) and decompression behave the same for every entry point.
+``load``, ``deserialize``, ``open``, ``streamser dis`` and ``verify`` all come through here, so
+what an input is (a foreign format, zstd with or without a seek table), its format (ascii,
+binary, b32) and how a compressed one is reached behave the same for every entry point:
+
+* :func:`open_input` unwraps an input: a :class:`Plain` stream in a buffer (decompressed if it
+  was plain zstd), or a :class:`Framed` seekable zstd stream read frame by frame;
+* :func:`detect` tells the formats apart by running a reading in each (the graph reader for
+  values, the record walk of :mod:`streamser.spec.grammar` for ``dis``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from ..codecs import BinaryDecoder, decoder_for
+from ..codecs import Decoder, decoder_for
 from ..errors import AmbiguousFormatError, FormatError
 from ..io.compression import decompress, is_zstd, read_seek_table
 from ..io.mapping import parsing
 from ..io.seekable import FrameDecoder, FrameSource
-from ..spec.detect import sniff_ascii
+from ..spec.detect import refuse_foreign, sniff_ascii
 from ..spec.format import FORMATS, Format, get_format
 from ..spec.limits import Limits
 from .index import IndexRecorder
 from .reader import GraphReader
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class Plain:
+    """A stream held in a buffer (the input, or a compressed input's plain bytes)."""
+
+    buffer: Any
+    start: int = 0
+    compressed: bool = False
+
+    @property
+    def head(self) -> Any:
+        return self.buffer
+
+    def decoder(self, fmt: Format) -> Decoder:
+        buffer = self.buffer
+        if fmt.ascii and isinstance(buffer, (memoryview, bytearray)):
+            buffer = self.buffer = bytes(buffer)  # the ascii scanner needs find() and re
+        return decoder_for(fmt, buffer, self.start)
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class Framed:
+    """A seekable zstd stream of binary records: decoders decompress only what they read."""
+
+    source: FrameSource
+    start: int = 0
+    compressed: bool = True
+    _decoders: list[FrameDecoder] = field(default_factory=list)
+    _head: bytes | None = None
+
+    @property
+    def head(self) -> bytes:
+        """The first bytes of the plain stream (for telling formats apart), read once."""
+        if self._head is None:  # the first frame, through the cache the decoders read from
+            self._head = self.source.frame(0)[:256] if self.source.frame_count else b""
+        return self._head
+
+    def decoder(self, fmt: Format) -> Decoder:
+        self._decoders.append(FrameDecoder(self.source, fmt.long_size))
+        return self._decoders[-1]
+
+    def close(self) -> None:
+        """Release the decoders' sparse mappings (values read never point into them)."""
+        for decoder in self._decoders:
+            decoder.close()
+        self._decoders.clear()
+
+
+Input = Plain | Framed
+
+
+def open_input(
+    buffer: Any, start: int, limits: Limits, *, lazy: bool = False, format: str | None = None
+) -> Input:
+    """What ``buffer`` holds from ``start``: refused if it is another format, decompressed
+    whole if it is zstd (bounded by ``max_decompressed``), or with ``lazy`` and a seek table
+    around binary records (``format``, or what the first byte says), left compressed to be
+    read frame by frame."""
+    if not is_zstd(buffer, start):
+        refuse_foreign(buffer, start)
+        return Plain(buffer, start)
+    view = memoryview(buffer).cast("B")[start:]
+    entries = read_seek_table(view) if lazy else None
+    if entries is not None:
+        source = FrameSource(view, entries, max_size=limits.max_decompressed)
+        framed = Framed(source)
+        head = framed.head
+        refuse_foreign(head, 0, source.size)
+        ascii = get_format(format).ascii if format else bool(head) and sniff_ascii(head, 0)
+        if not ascii:
+            return framed  # ascii inside: decompressed whole below, like plain zstd
+    plain = decompress(view, max_size=limits.max_decompressed)
+    refuse_foreign(plain, 0)
+    return Plain(plain, 0, compressed=True)
+
+
+def detect(
+    stream: Input, fmt: Format | None, attempt: Callable[[Decoder], _T]
+) -> tuple[Format, _T, Decoder]:
+    """Run ``attempt`` (a reading of one value) in ``fmt``, or in the format the input has.
+
+    Ascii starts with a printed digit. For binary input both long sizes are tried; a reading
+    that consumes the whole input wins, and when long size did not matter the result is the
+    same either way. If both readings succeed and neither is exact, the input is ambiguous.
+    """
+    if fmt is None and sniff_ascii(stream.head, stream.start):
+        fmt = FORMATS["ascii"]
+    if fmt is not None:
+        decoder = stream.decoder(fmt)
+        return fmt, attempt(decoder), decoder
+    readings: dict[str, tuple[Format, _T, Decoder]] = {}
+    failures: dict[str, FormatError] = {}
+    for candidate in (FORMATS["binary"], FORMATS["b32"]):
+        decoder = stream.decoder(candidate)
+        try:
+            result = attempt(decoder)
+        except FormatError as exc:
+            failures[candidate.name] = exc
+            continue
+        if decoder.longs_read == 0 or decoder.remaining() == 0:
+            return candidate, result, decoder  # explains every byte, or long size never mattered
+        readings[candidate.name] = (candidate, result, decoder)
+    if "binary" in readings and "b32" in readings:
+        raise AmbiguousFormatError(
+            "the input reads both as binary (8-byte longs) and as b32 (4-byte longs), each "
+            "leaving bytes unread; pass format='binary' or format='b32'",
+            readings["binary"][2].pos,
+        )
+    if "binary" in readings:  # Torch's own layout followed by more data, as torch.load allows
+        return readings["binary"]
+    # A damaged binary file must not pass for a b32 one that stops early: report binary's error.
+    error = failures["binary"]
+    if "b32" in readings:
+        error.add_note("it reads as b32 only if trailing bytes are ignored: pass format='b32'")
+    else:
+        error.add_note(f"reading it as b32 (4-byte longs) failed too: {failures['b32']}")
+    raise error
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One value read from a buffer: the value, the format it was read in, where it ended."""
+
+    value: Any
+    format: Format
+    end: int
+    buffer: Any  # what was read: the input, or its decompressed contents
+    index: IndexRecorder | None = None  # where its tensors sit, when asked for
+
+
+def read_value(
+    stream: Input, format: str | None, *, referenced: bool, limits: Limits, indexed: bool
+) -> Reading:
+    """One value of ``stream`` (its format given or detected), with its index if asked."""
+
+    def attempt(decoder: Decoder) -> tuple[Any, IndexRecorder | None]:
+        index = IndexRecorder() if indexed else None
+        reader = GraphReader(
+            decoder, referenced=referenced, limits=limits, index=index, keep_objects=False
+        )
+        return reader.read_object(), index
+
+    fmt = get_format(format) if format is not None else None
+    mapped = parsing(stream.buffer) if isinstance(stream, Plain) else nullcontext()
+    with mapped:
+        found, (value, index), decoder = detect(stream, fmt, attempt)
+    buffer = stream.buffer if isinstance(stream, Plain) else stream.head
+    return Reading(value, found, decoder.pos, buffer, index)
 
 
 def read_buffer(
@@ -36,103 +196,8 @@ def read_buffer(
 
     ``indexed``: the reading carries the tensor index, recorded while reading.
     """
-    if is_zstd(buffer, start):
-        buffer = decompress(memoryview(buffer)[start:], max_size=limits.max_decompressed)
-        start = 0
-    with parsing(buffer):
-        if format is None:
-            return read_detected(
-                buffer, start, referenced=referenced, limits=limits, indexed=indexed
-            )
-        fmt = get_format(format)
-        return read_one(buffer, start, fmt, referenced=referenced, limits=limits, indexed=indexed)
-
-
-@dataclass(frozen=True)
-class Reading:
-    """One value read from a buffer: the value, the format it was read in, where it ended."""
-
-    value: Any
-    format: Format
-    end: int
-    buffer: Any  # what was read: the input, or its decompressed contents
-    index: IndexRecorder | None = None  # where its tensors sit, when asked for
-
-
-def read_one(
-    buffer: Any,
-    start: int,
-    fmt: Format,
-    *,
-    referenced: bool = True,
-    limits: Limits | None = None,
-    indexed: bool = False,
-) -> Reading:
-    """Read one value in a known format."""
-    if fmt.ascii and isinstance(buffer, (memoryview, bytearray)):
-        buffer = bytes(buffer)  # the ascii scanner needs find() and regular expressions
-    decoder = decoder_for(fmt, buffer, start)
-    index = IndexRecorder() if indexed else None
-    reader = GraphReader(
-        decoder, referenced=referenced, limits=limits, index=index, keep_objects=False
-    )
-    return Reading(reader.read_object(), fmt, decoder.pos, buffer, index)
-
-
-def read_detected(
-    buffer: Any,
-    start: int,
-    *,
-    referenced: bool = True,
-    limits: Limits | None = None,
-    indexed: bool = False,
-    decoder_for_long: Callable[[int], BinaryDecoder] | None = None,
-) -> Reading:
-    """Read one value, telling ascii, binary (8-byte long) and b32 (4-byte long) apart.
-
-    Ascii starts with a printed digit. For binary input both long sizes are tried; a reading
-    that consumes the whole input wins, and when long size did not matter the result is the
-    same either way. If both readings succeed and neither is exact, the input is ambiguous.
-    ``decoder_for_long`` makes the binary decoder for a long size (the lazy reader of a
-    compressed file passes its own; ``buffer`` then only serves the ascii sniff).
-    """
-    if sniff_ascii(buffer, start):
-        ascii = FORMATS["ascii"]
-        return read_one(buffer, start, ascii, referenced=referenced, limits=limits, indexed=indexed)
-    if decoder_for_long is None:
-        decoder_for_long = partial(BinaryDecoder, buffer, pos=start)
-    readings: dict[str, Reading] = {}
-    failures: dict[str, FormatError] = {}
-    for fmt in (FORMATS["binary"], FORMATS["b32"]):
-        decoder = decoder_for_long(fmt.long_size)
-        index = IndexRecorder() if indexed else None
-        try:
-            reader = GraphReader(
-                decoder, referenced=referenced, limits=limits, index=index, keep_objects=False
-            )
-            value = reader.read_object()
-        except FormatError as exc:
-            failures[fmt.name] = exc
-            continue
-        reading = Reading(value, fmt, decoder.pos, buffer, index)
-        if decoder.longs_read == 0 or decoder.remaining() == 0:
-            return reading  # explains every byte, or long size never mattered
-        readings[fmt.name] = reading
-    if "binary" in readings and "b32" in readings:
-        raise AmbiguousFormatError(
-            "the input reads both as binary (8-byte longs) and as b32 (4-byte longs), each "
-            "leaving bytes unread; pass format='binary' or format='b32'",
-            readings["binary"].end,
-        )
-    if "binary" in readings:  # Torch's own layout followed by more data, as torch.load allows
-        return readings["binary"]
-    # A damaged binary file must not pass for a b32 one that stops early: report binary's error.
-    error = failures["binary"]
-    if "b32" in readings:
-        error.add_note("it reads as b32 only if trailing bytes are ignored: pass format='b32'")
-    else:
-        error.add_note(f"reading it as b32 (4-byte longs) failed too: {failures['b32']}")
-    raise error
+    stream = open_input(buffer, start, limits)
+    return read_value(stream, format, referenced=referenced, limits=limits, indexed=indexed)
 
 
 def read_lazily(
@@ -148,41 +213,19 @@ def read_lazily(
 
     Tensors and storages come back as :mod:`~streamser.values.lazy` placeholders reading from the
     returned :class:`FrameSource`. None when the input cannot be read that way (no seek table,
-    or ascii inside): the caller decompresses it whole instead.
+    or ascii inside, or ``format`` says ascii): the caller decompresses it whole instead.
     """
-    view = memoryview(buffer).cast("B")[start:]
-    entries = read_seek_table(view)
-    if entries is None:
+    stream = open_input(buffer, start, limits, lazy=True, format=format)
+    if not isinstance(stream, Framed):
         return None
-    source = FrameSource(view, entries, max_size=limits.max_decompressed)
-    head = bytes(source.read(0, min(1, source.size)))
-    fmt = get_format(format) if format is not None else None
-    if fmt.ascii if fmt is not None else sniff_ascii(head, 0):
-        return None
-    decoders: list[FrameDecoder] = []
+    with closing(stream):
+        reading = read_value(stream, format, referenced=referenced, limits=limits, indexed=indexed)
+    return reading, stream.source
 
-    def decoder_for_long(long_size: int) -> BinaryDecoder:
-        decoders.append(FrameDecoder(source, long_size))
-        return decoders[-1]
 
+@contextmanager
+def closing(stream: Input) -> Iterator[Input]:
     try:
-        if fmt is None:
-            reading = read_detected(
-                head,
-                0,
-                referenced=referenced,
-                limits=limits,
-                indexed=indexed,
-                decoder_for_long=decoder_for_long,
-            )
-        else:
-            decoder = decoder_for_long(fmt.long_size)
-            index = IndexRecorder() if indexed else None
-            reader = GraphReader(
-                decoder, referenced=referenced, limits=limits, index=index, keep_objects=False
-            )
-            reading = Reading(reader.read_object(), fmt, decoder.pos, head, index)
+        yield stream
     finally:
-        for decoder in decoders:
-            decoder.close()
-    return reading, source
+        stream.close()
