@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_errors import FUZZ_FILES, mutate
-from test_properties import values, views
+from support import FUZZ_FILES, mutate, values, views
 
 import streamser
 from streamser import LuaFunction, LuaTable, Storage, TorchObject, speedups

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from test_corpus import CASES, Case
+from support import CASES, Case
 
 import streamser
 from streamser import LuaFunction, LuaTable, Storage, TableStream, TorchObject

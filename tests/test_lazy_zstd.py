@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_corpus import CASES, Case, _check_value
-from test_errors import CRAFTED
+from support import CASES, CRAFTED, Case, check_value
 
 import streamser
 from streamser import FormatError, LimitError, StreamserError
@@ -60,14 +59,14 @@ def test_corpus_through_lazy_open(case: Case, tmp_path: Path) -> None:
         assert f.lazy
         assert f.compressed
         value = f.load()
-        _check_value(case, value)
+        check_value(case, value)
         rewritten = streamser.serialize(value, case.load_mode, case.referenced)
         assert rewritten == original
         with streamser.open(plain_path, case.load_mode, case.referenced) as g:
             assert _info_rows(f) == _info_rows(g)
             assert f.end == g.end
     with streamser.open(path, referenced=case.referenced) as f:  # format detection
-        _check_value(case, f.load())
+        check_value(case, f.load())
 
 
 @pytest.fixture(scope="module")
