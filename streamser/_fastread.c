@@ -1580,24 +1580,23 @@ static PyObject *configure(PyObject *module, PyObject *args)
     cfg.empty_tuple = PyTuple_New(0);
     if (cfg.empty_tuple == NULL)
         return NULL;
-    cfg.table_entries = Py_NewRef(entries);
-    cfg.object_typename = Py_NewRef(typename);
-    cfg.object_version = Py_NewRef(version);
-    cfg.object_fields = Py_NewRef(fields);
-    cfg.storage_array = Py_NewRef(array);
-    cfg.storage_typename = Py_NewRef(storage_typename);
+    struct {
+        PyObject **slot, *value;
+    } given[] = {
+        {&cfg.table_entries, entries},     {&cfg.object_typename, typename},
+        {&cfg.object_version, version},    {&cfg.object_fields, fields},
+        {&cfg.storage_array, array},       {&cfg.storage_typename, storage_typename},
+        {&cfg.hash_key, hash_key},         {&cfg.remember_class, remember},
+        {&cfg.class_name, class_name},     {&cfg.incomplete, incomplete},
+        {&cfg.registered, registered},     {&cfg.class_of_root, class_of_root},
+        {&cfg.place_root, root},           {&cfg.place_key, key},
+        {&cfg.place_fields, fields_place},
+    };
+    for (size_t i = 0; i < sizeof given / sizeof given[0]; i++)
+        *given[i].slot = Py_NewRef(given[i].value);
     cfg.table_type = (PyTypeObject *)Py_NewRef(table);
     cfg.object_type = (PyTypeObject *)Py_NewRef(object);
     cfg.storage_type = (PyTypeObject *)Py_NewRef(storage);
-    cfg.hash_key = Py_NewRef(hash_key);
-    cfg.remember_class = Py_NewRef(remember);
-    cfg.class_name = Py_NewRef(class_name);
-    cfg.incomplete = Py_NewRef(incomplete);
-    cfg.registered = Py_NewRef(registered);
-    cfg.class_of_root = Py_NewRef(class_of_root);
-    cfg.place_root = Py_NewRef(root);
-    cfg.place_key = Py_NewRef(key);
-    cfg.place_fields = Py_NewRef(fields_place);
     cfg.ready = 1;
     Py_RETURN_NONE;
 }

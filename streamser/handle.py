@@ -24,9 +24,8 @@ from .api import deserialize, serialize_pieces
 from .errors import StreamserError
 from .graph import paths
 from .graph.index import IndexRecorder, Paths, TensorInfo, tensor_infos
-from .graph.loading import read_buffer, read_lazily
+from .graph.loading import read_buffer
 from .io.arrays import address_of
-from .io.compression import is_zstd
 from .io.mapping import buffer_of
 from .io.seekable import FrameSource
 from .spec.format import Format
@@ -82,22 +81,18 @@ class T7File:
         with builtins.open(self.path, "rb") as fileobj:
             buffer, start, _ = buffer_of(fileobj, mmap=True)
         bounds = Limits.from_keywords(**limits)
-        options: dict[str, Any] = {"referenced": referenced, "limits": bounds, "indexed": True}
-        lazy = read_lazily(buffer, start, format, **options) if is_zstd(buffer, start) else None
-        self._source: FrameSource | None = None
-        if lazy is not None:
-            reading, self._source = lazy
-            self.size = self._source.size
-        else:
-            reading = read_buffer(buffer, start, format, **options)
-            self.size = len(reading.buffer)
+        reading = read_buffer(
+            buffer, start, format, referenced=referenced, limits=bounds, indexed=True, lazy=True
+        )
+        self._source: FrameSource | None = reading.source
+        self.size = self._source.size if self._source is not None else len(reading.buffer)
         assert reading.index is not None  # asked for
         self._index: IndexRecorder = reading.index
         self.root: Any = reading.value
         self.format: Format = reading.format
         self.compressed = reading.buffer is not buffer  # offsets are then in the plain stream
         self.end = reading.end  # where the value ends; a file may hold more after it
-        plain = lazy is None and not self.format.ascii
+        plain = self._source is None and not self.format.ascii
         self._base = _address_of_buffer(reading.buffer) if plain else None
         self._closed = False
 

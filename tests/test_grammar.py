@@ -17,19 +17,9 @@ import streamser
 from streamser import FormatError, LimitError, TruncatedError
 from streamser.codecs import AsciiDecoder, BinaryDecoder
 from streamser.graph.loading import Framed, open_input
+from streamser.spec import grammar
 from streamser.spec.format import FORMATS
-from streamser.spec.grammar import (
-    ClassPayload,
-    Record,
-    describe,
-    iter_records,
-    read_class_header,
-    read_count,
-    read_fields_tag,
-    read_geometry,
-    read_storage_count,
-    read_string,
-)
+from streamser.spec.grammar import ClassPayload, Record, describe, iter_records
 from streamser.spec.limits import Limits
 from streamser.values.classes import CLASS_CODECS
 
@@ -116,33 +106,33 @@ def test_class_headers_versions_and_old_files() -> None:
     versions = {b"V 1": 1, b"V 0": 0, b"V 2.5": 2.5, b"V 0x10": 16}
     for text, version in versions.items():
         decoder = BinaryDecoder(lua_string(text) + lua_string(b"nn.X"))
-        assert read_class_header(decoder) == (version, b"nn.X")
+        assert grammar.read_class_header(decoder) == (version, b"nn.X")
     old = BinaryDecoder(lua_string(b"nn.Old"))  # before versions: the first string is the name
-    assert read_class_header(old) == (0, b"nn.Old")
+    assert grammar.read_class_header(old) == (0, b"nn.Old")
 
 
 def test_parts_of_records_and_their_errors() -> None:
     with pytest.raises(FormatError, match="negative string length -2"):
-        read_string(BinaryDecoder(i32(-2)))
+        grammar.read_string(BinaryDecoder(i32(-2)))
     with pytest.raises(TruncatedError, match="a string of 9 bytes"):
-        read_string(BinaryDecoder(i32(9) + b"abc"))
+        grammar.read_string(BinaryDecoder(i32(9) + b"abc"))
     with pytest.raises(FormatError, match="table claims -1 entries"):
-        read_count(BinaryDecoder(i32(-1)), 0, 10)
-    geometry = read_geometry(BinaryDecoder(i32(2) + i64(2, 3, 3, 1, 5)), 0)
+        grammar.read_count(BinaryDecoder(i32(-1)), 0, 10)
+    geometry = grammar.read_geometry(BinaryDecoder(i32(2) + i64(2, 3, 3, 1, 5)), 0)
     assert (geometry.sizes, geometry.strides, geometry.offset) == ((2, 3), (3, 1), 4)
-    b32 = read_geometry(BinaryDecoder(i32(1) + i32(4, 1, 1), 4), 0)
+    b32 = grammar.read_geometry(BinaryDecoder(i32(1) + i32(4, 1, 1), 4), 0)
     assert (b32.sizes, b32.offset) == ((4,), 0)
-    ascii = read_geometry(AsciiDecoder(b"2\n2 3\n3 1\n5\n"), 0)
+    ascii = grammar.read_geometry(AsciiDecoder(b"2\n2 3\n3 1\n5\n"), 0)
     assert ascii == geometry
     with pytest.raises(FormatError, match="claims -1 dimensions"):
-        read_geometry(BinaryDecoder(i32(-1)), 0)
+        grammar.read_geometry(BinaryDecoder(i32(-1)), 0)
     with pytest.raises(TruncatedError, match="geometry of a tensor with 3 dimensions"):
-        read_geometry(BinaryDecoder(i32(3) + i64(1)), 0)
+        grammar.read_geometry(BinaryDecoder(i32(3) + i64(1)), 0)
     with pytest.raises(FormatError, match="storage claims -4 elements"):
-        read_storage_count(BinaryDecoder(i64(-4)), 0)
-    assert read_fields_tag(BinaryDecoder(i32(3)), "nn.Linear") == 3
+        grammar.read_storage_count(BinaryDecoder(i64(-4)), 0)
+    assert grammar.read_fields_tag(BinaryDecoder(i32(3)), "nn.Linear") == 3
     with pytest.raises(FormatError, match=r"nn\.Odd writes a payload of its own"):
-        read_fields_tag(BinaryDecoder(i32(1)), "nn.Odd")
+        grammar.read_fields_tag(BinaryDecoder(i32(1)), "nn.Odd")
     payload = ClassPayload(BinaryDecoder(i32(7) + i64(8) + f64(0.5) + lua_string(b"s")))
     assert (payload.read_int(), payload.read_long(), payload.read_double()) == (7, 8, 0.5)
     assert payload.read_string() == b"s"

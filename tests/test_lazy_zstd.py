@@ -19,7 +19,7 @@ from support import CASES, CRAFTED, Case, check_value
 
 import streamser
 from streamser import FormatError, LimitError, StreamserError
-from streamser.graph.loading import read_lazily
+from streamser.graph.loading import read_buffer
 from streamser.io.compression import SeekableZstdWriter
 from streamser.io.seekable import DEFAULT_CACHE_BYTES, FrameDecoder, FrameSource
 from streamser.spec.limits import Limits
@@ -194,9 +194,9 @@ def test_slices_match_numpy(rows: int, head: Any, second: Any, transposed: bool)
 
 
 def _lazy(data: bytes, format: str | None = None) -> tuple[Any, FrameSource]:
-    result = read_lazily(data, 0, format, referenced=True, limits=Limits())
-    assert result is not None
-    return result
+    reading = read_buffer(data, 0, format, referenced=True, limits=Limits(), lazy=True)
+    assert reading.source is not None
+    return reading, reading.source
 
 
 # Every crafted input but the empty one and the one that is zstd already (nothing to wrap).
@@ -252,7 +252,9 @@ def test_lying_seek_table_is_caught() -> None:
 def test_declared_size_over_the_limit_fails_before_reading() -> None:
     data = packed(streamser.serialize({"a": np.zeros(1 << 20)}))
     with pytest.raises(LimitError, match="max_decompressed"):
-        read_lazily(data, 0, None, referenced=True, limits=Limits(max_decompressed=1 << 20))
+        read_buffer(
+            data, 0, None, referenced=True, limits=Limits(max_decompressed=1 << 20), lazy=True
+        )
 
 
 def test_plain_zstd_and_ascii_inside_are_read_whole(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from support import CORPUS, i32, i64, number, storage_record
 
 import streamser
 from streamser import AmbiguousFormatError, FormatError
-from streamser.graph.loading import Framed, Plain, detect, open_input, read_buffer, read_lazily
+from streamser.graph.loading import Framed, Plain, detect, open_input, read_buffer
 from streamser.spec.format import FORMATS
 from streamser.spec.limits import Limits
 
@@ -59,15 +59,16 @@ def test_an_ambiguous_input_asks_for_a_format() -> None:
         streamser.deserialize(data)
 
 
-def test_read_buffer_and_read_lazily_carry_the_index() -> None:
+def test_readings_carry_the_index_and_the_frames() -> None:
     data = streamser.serialize({"w": np.ones(3)})
     reading = read_buffer(data, 0, None, referenced=True, limits=LIMITS, indexed=True)
     assert reading.index is not None
     assert reading.end == len(data)
     assert [place for _node, place, _value, _storage in reading.index.entries()] == ["w"]
     assert read_buffer(data, 0, None, referenced=True, limits=LIMITS).index is None
-    assert read_lazily(data, 0, None, referenced=True, limits=LIMITS) is None  # not zstd
+    assert read_buffer(data, 0, None, referenced=True, limits=LIMITS, lazy=True).source is None
     seekable = streamser.serialize({"w": np.ones(3)}, compress="zstd")
-    lazy = read_lazily(seekable, 0, None, referenced=True, limits=LIMITS, indexed=True)
-    assert lazy is not None
-    assert lazy[0].index is not None
+    lazy = read_buffer(seekable, 0, None, referenced=True, limits=LIMITS, indexed=True, lazy=True)
+    assert lazy.source is not None
+    assert lazy.index is not None
+    assert read_buffer(seekable, 0, None, referenced=True, limits=LIMITS).source is None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from ..codecs import Decoder, decoder_for
@@ -161,6 +161,7 @@ class Reading:
     end: int
     buffer: Any  # what was read: the input, or its decompressed contents
     index: IndexRecorder | None = None  # where its tensors sit, when asked for
+    source: FrameSource | None = None  # the frames its lazy tensors read from, if any
 
 
 def read_value(
@@ -191,36 +192,20 @@ def read_buffer(
     referenced: bool,
     limits: Limits,
     indexed: bool = False,
+    lazy: bool = False,
 ) -> Reading:
     """One value from ``buffer``: unwrapped from zstd if compressed, then read or detected.
 
-    ``indexed``: the reading carries the tensor index, recorded while reading.
+    ``indexed``: the reading carries the tensor index, recorded while reading. ``lazy``: a
+    seekable zstd input of binary records is parsed frame by frame, decompressing only the
+    frames of its records; its tensors and storages come back as :mod:`~streamser.values.lazy`
+    placeholders reading from :attr:`Reading.source`.
     """
-    stream = open_input(buffer, start, limits)
-    return read_value(stream, format, referenced=referenced, limits=limits, indexed=indexed)
-
-
-def read_lazily(
-    buffer: Any,
-    start: int,
-    format: str | None,
-    *,
-    referenced: bool,
-    limits: Limits,
-    indexed: bool = False,
-) -> tuple[Reading, FrameSource] | None:
-    """One value from a seekable zstd input, decompressing only the frames of its records.
-
-    Tensors and storages come back as :mod:`~streamser.values.lazy` placeholders reading from the
-    returned :class:`FrameSource`. None when the input cannot be read that way (no seek table,
-    or ascii inside, or ``format`` says ascii): the caller decompresses it whole instead.
-    """
-    stream = open_input(buffer, start, limits, lazy=True, format=format)
-    if not isinstance(stream, Framed):
-        return None
-    with closing(stream):
+    with closing(open_input(buffer, start, limits, lazy=lazy, format=format)) as stream:
         reading = read_value(stream, format, referenced=referenced, limits=limits, indexed=indexed)
-    return reading, stream.source
+    if isinstance(stream, Framed):
+        return replace(reading, source=stream.source)
+    return reading
 
 
 @contextmanager
