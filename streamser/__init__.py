@@ -17,11 +17,13 @@ from .errors import (
     TruncatedError,
     UnsupportedValueError,
 )
+from .graph.paths import PathError, format_path, parse_path
 from .handle import T7File, TensorInfo, open
 from .spec.format import FORMATS
 from .streams import Reader, Writer
 from .tools import serial as serial
 from .tools.serial import add_serial_fields
+from .values.classes import ClassCodec, TdsHash, TdsVec, register_class, unregister_class
 from .values.lua import LuaFunction, LuaTable, Storage, TableStream, TorchObject
 
 __version__ = "0.1.0"
@@ -29,15 +31,19 @@ __version__ = "0.1.0"
 __all__ = [
     "FORMATS",
     "AmbiguousFormatError",
+    "ClassCodec",
     "FormatError",
     "LimitError",
     "LuaFunction",
     "LuaTable",
+    "PathError",
     "Reader",
     "Storage",
     "StreamserError",
     "T7File",
     "TableStream",
+    "TdsHash",
+    "TdsVec",
     "TensorInfo",
     "TorchObject",
     "TruncatedError",
@@ -46,8 +52,12 @@ __all__ = [
     "__version__",
     "add_serial_fields",
     "deserialize",
+    "format_path",
     "load",
     "open",
+    "parse_path",
+    "register_class",
     "save",
     "serialize",
+    "unregister_class",
 ]

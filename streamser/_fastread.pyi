@@ -1,19 +1,11 @@
 """Types of the compiled graph reader (``_fastread.c``); see ``streamser.graph.reader``."""
 
-from collections.abc import Callable
 from typing import Any
 
-def configure(
-    table_type: type,
-    object_type: type,
-    storage_type: type,
-    hash_key: Callable[[Any], Any],
-    remember_class: Callable[[Any, Any], None],
-    class_name: Callable[[bytes], str],
-    incomplete: object,
-    classes: list[tuple[Any, ...]],
-    /,
-) -> None: ...
+from streamser.graph.reader import ReaderHooks
+from streamser.values.lua import NativeLayout
+
+def configure(layout: NativeLayout, hooks: ReaderHooks, /) -> None: ...
 def read(
     buffer: memoryview,
     pos: int,
@@ -26,5 +18,7 @@ def read(
     max_string: int,
     max_table: int,
     max_objects: int,
+    notes: tuple[list[Any], list[Any], list[Any], list[Any], set[int]] | None,
+    keep_objects: bool,
     /,
-) -> tuple[Any, int, int, int] | None: ...
+) -> tuple[Any, ...] | None: ...

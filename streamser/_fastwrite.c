@@ -1,16 +1,18 @@
-/* The binary graph writer's record loop in C: an accelerator for streamser.graph_writer.
+/* The binary graph writer's record loop in C: an accelerator for streamser.graph.writer.
 
 It runs GraphWriter's stack loop for the values whose records it can write exactly as the
 Python writer does: None, bool, int (within 2**53), float, str, bytes, bytearray, dict, list,
 tuple, LuaTable, TorchObject, and small numpy arrays that own their C-contiguous memory and have
 a Torch element type in native byte order. Every other value (and every value that would be an
-error) is handed, before a single byte of it is written, to GraphWriter._write_nested, which
+error) is handed, before a single byte of it is written, to the state's write_nested, which
 writes it and all it holds in Python, or raises with the value's path.
 
-State is the Python writer's: its index counter, its IdentityMemo dicts (entries
-``id(obj) -> (holder, index)``, the holder a weak reference where Python allows one), its
-``_active`` set (cycle detection without references) and its ``_stack``, which holds one
+State is the Python writer's, handed over explicitly (graph.writer.CompiledState; setup() gets
+values.lua.NativeLayout and graph.writer.WriterHooks): its index counter, its IdentityMemo
+dicts (entries ``id(obj) -> (holder, index)``, the holder a weak reference where Python allows
+one), its ``active`` set (cycle detection without references) and its ``stack``, which holds one
 placeholder frame per C frame whenever Python code runs, so that error paths name the value.
+No attribute is looked up by name.
 
 Records are gathered in a private buffer and moved to the sink's bytearray before any Python
 code runs and whenever the sink must drain (at the same points where the Python loop settles).
@@ -41,17 +43,15 @@ code runs and whenever the sink must drain (at the same points where the Python 
 #define N_ELEMENTS 8 /* order of the header tables: u1 i1 i2 i4 i8 f2 f4 f8 */
 
 /* Set once by setup(). */
-static PyObject *g_frame_type;  /* graph_writer._Frame */
-static PyObject *g_key;         /* graph_writer._KEY, the label of a key being written */
+static PyObject *g_frame_type;  /* graph.writer._Frame */
+static PyObject *g_frame_label; /* its member descriptor _Frame.label */
+static PyObject *g_key;         /* graph.writer._KEY, the label of a key being written */
+static PyObject *g_forget;      /* graph.memo.forget(memo_ref, key) */
 static PyTypeObject *g_lua_table;
 static PyTypeObject *g_torch_object;
-static PyObject *g_class_of_root; /* values._CLASS_OF_ROOT: roots with a CUDA class */
+static PyObject *g_class_of_root; /* values.lua._CLASS_OF_ROOT: roots with a CUDA class */
 static PyObject *g_empty_iter;    /* children of placeholder frames (never iterated) */
 static Py_ssize_t g_off_entries, g_off_typename, g_off_version, g_off_fields;
-
-static PyObject *s_encoder, *s_sink, *s_buffer, *s_target, *s_drain, *s_referenced, *s_count,
-    *s_memo, *s_storages, *s_stack, *s_active, *s_label, *s_write_nested,
-    *s_class_header;
 
 /* --- Remover: the weak reference callback that drops a dead object's memo entries ---------- */
 
@@ -71,22 +71,13 @@ static void remover_dealloc(Remover *self) {
     PyObject_Free(self);
 }
 
-static PyObject *s_entries;
-
+/* memo.forget(memo_ref, key) for each memo, as IdentityMemo.put's callback does. */
 static PyObject *remover_call(Remover *self, PyObject *args, PyObject *kwargs) {
     for (int i = 0; i < 2; i++) {
         if (self->memos[i] == NULL) continue;
-        PyObject *memo = PyWeakref_GetObject(self->memos[i]);
-        if (memo == NULL) return NULL;
-        if (memo == Py_None) continue;
-        PyObject *entries = PyObject_GetAttr(memo, s_entries);
-        if (entries == NULL) return NULL;
-        int rc = PyDict_DelItem(entries, self->key);
-        Py_DECREF(entries);
-        if (rc < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_KeyError)) return NULL;
-            PyErr_Clear(); /* entries.pop(key, None) */
-        }
+        PyObject *done = PyObject_CallFunctionObjArgs(g_forget, self->memos[i], self->key, NULL);
+        if (done == NULL) return NULL;
+        Py_DECREF(done);
     }
     Py_RETURN_NONE;
 }
@@ -117,7 +108,8 @@ typedef struct {
 } Frame;
 
 typedef struct {
-    PyObject *writer, *buffer, *drain, *memo, *storages, *stack, *active;
+    PyObject *buffer, *drain, *memo, *storages, *stack, *active; /* memo, storages: entries */
+    PyObject *write_nested, *set_count, *class_header;
     PyObject *memo_ref, *storages_ref; /* weak references to the two IdentityMemo objects */
     PyObject *theader[N_ELEMENTS], *sheader[N_ELEMENTS]; /* borrowed from config */
     Py_ssize_t target, threshold;
@@ -240,20 +232,14 @@ static int memo_put(PyObject *entries, PyObject *key, PyObject *holder, long lon
 
 /* --- handing over to Python -------------------------------------------------------------------- */
 
+/* state.set_count(count): the Python writer takes the count. */
 static int store_count(W *w) {
     PyObject *count = PyLong_FromLongLong(w->count);
     if (count == NULL) return -1;
-    int rc = PyObject_SetAttr(w->writer, s_count, count);
+    PyObject *r = PyObject_CallOneArg(w->set_count, count);
     Py_DECREF(count);
-    return rc;
-}
-
-static int load_count(W *w) {
-    PyObject *count = PyObject_GetAttr(w->writer, s_count);
-    if (count == NULL) return -1;
-    w->count = PyLong_AsLongLong(count);
-    Py_DECREF(count);
-    return (w->count == -1 && PyErr_Occurred()) ? -1 : 0;
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
 
 /* The label of the child being written: _KEY while a key is (at_value is then set), else its
@@ -287,26 +273,28 @@ static int mirror(W *w) {
         PyObject *label = frame_label(&w->frames[i]);
         if (label == NULL) return -1;
         PyObject *frame = PyList_GET_ITEM(w->stack, i);
-        int rc = PyObject_SetAttr(frame, s_label, label);
+        int rc = Py_TYPE(g_frame_label)->tp_descr_set(g_frame_label, frame, label);
         Py_DECREF(label);
         if (rc < 0) return -1;
     }
     return 0;
 }
 
-/* Let the Python writer write ``value`` and everything it holds (or raise with its path). */
+/* Let the Python writer write ``value`` and everything it holds (or raise with its path):
+   state.write_nested(value, count) -> count. */
 static int delegate(W *w, PyObject *value) {
-    if (flush(w) < 0 || mirror(w) < 0 || store_count(w) < 0) return -1;
-    PyObject *r = PyObject_CallMethodOneArg(w->writer, s_write_nested, value);
-    if (r == NULL) { /* Python's count stands: the error path stores ours back */
-        PyObject *type, *error, *tb;
-        PyErr_Fetch(&type, &error, &tb);
-        if (load_count(w) < 0) PyErr_Clear();
-        PyErr_Restore(type, error, tb);
+    if (flush(w) < 0 || mirror(w) < 0) return -1;
+    PyObject *count = PyLong_FromLongLong(w->count);
+    if (count == NULL) return -1;
+    PyObject *r = PyObject_CallFunctionObjArgs(w->write_nested, value, count, NULL);
+    Py_DECREF(count);
+    if (r == NULL) { /* the Python writer's count stands */
+        w->count = -1;
         return -1;
     }
+    w->count = PyLong_AsLongLong(r);
     Py_DECREF(r);
-    return load_count(w);
+    return (w->count == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
 /* Leave on a recoverable error (a value Python will reject with a proper message). */
@@ -516,13 +504,17 @@ static int write_torch_object(W *w, PyObject *value) {
     PyObject *typename = slot(value, g_off_typename), *version = slot(value, g_off_version);
     PyObject *fields = slot(value, g_off_fields);
     if (typename == NULL || version == NULL || fields == NULL) return delegate(w, value);
+    PyTypeObject *kind = Py_TYPE(fields); /* a field table: anything else, Python checks */
+    if (kind != g_lua_table && kind != &PyDict_Type && kind != &PyList_Type &&
+        kind != &PyTuple_Type)
+        return delegate(w, value);
     PyObject *key, *owner_id = NULL;
     int done = back_reference(w, TAG_TORCH, value, w->memo, &key);
     if (done) return done < 0 ? -1 : 0;
     int cycle = w->count >= INT32_MAX_, rc = 0;
     PyObject *header = NULL;
     if (!cycle) {
-        header = PyObject_CallMethodObjArgs(w->writer, s_class_header, typename, version, NULL);
+        header = PyObject_CallFunctionObjArgs(w->class_header, typename, version, NULL);
         if (header == NULL) {
             Py_XDECREF(key);
             return delegate_after_error(w, value);
@@ -671,6 +663,11 @@ static int write_tensor(W *w, PyObject *value) {
     int ndim = PyArray_NDIM(array);
     if (PyArray_BASE(array) != NULL || ndim == 0 || !PyArray_IS_C_CONTIGUOUS(array))
         return delegate(w, value);
+    npy_intp step = PyArray_ITEMSIZE(array); /* strides as written: C order, size-1 dims too */
+    for (int i = ndim - 1; i >= 0; i--) {
+        if (PyArray_STRIDE(array, i) != step) return delegate(w, value);
+        step *= PyArray_DIM(array, i);
+    }
     int code = element_code(PyArray_DESCR(array));
     if (code < 0 || w->theader[code] == NULL) return delegate(w, value);
     Py_ssize_t nbytes = PyArray_NBYTES(array);
@@ -761,177 +758,142 @@ static int run(W *w, PyObject *root) {
     return 0;
 }
 
-static PyObject *attr_of(PyObject *obj, PyObject *name, PyObject *holder[], int *n) {
-    PyObject *value = PyObject_GetAttr(obj, name);
-    if (value != NULL) holder[(*n)++] = value;
-    return value;
-}
+/* write_graph(value, state): write ``value`` as GraphWriter._write_graph would.
 
-/* write_graph(writer, value, config): write ``value`` as GraphWriter._write_graph would.
-
-config: (tensor_headers, storage_headers, long_size, threshold); each headers tuple has one
-bytes object (or None: Python writes those) per element type in the order u1 i1 i2 i4 i8 f2 f4 f8.
+state: graph.writer.CompiledState; each headers tuple has one bytes object (or None: Python
+writes those) per element type in the order u1 i1 i2 i4 i8 f2 f4 f8.
 */
 static PyObject *write_graph(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) != 4) {
-        PyErr_SetString(PyExc_TypeError, "write_graph(writer, value, config)");
+    if (nargs != 2 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "write_graph(value, state)");
         return NULL;
     }
     if (g_frame_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "streamser._fastwrite.setup() was not called");
         return NULL;
     }
-    PyObject *config = args[2];
-    PyObject *refs[16];
-    int nrefs = 0;
     W w;
     memset(&w, 0, sizeof(w));
-    w.writer = args[0];
-    int ok = 0, counted = 0;
-    PyObject *encoder, *sink, *memo, *storages, *target, *referenced;
-    if ((encoder = attr_of(w.writer, s_encoder, refs, &nrefs)) == NULL ||
-        (sink = attr_of(encoder, s_sink, refs, &nrefs)) == NULL ||
-        (w.buffer = attr_of(sink, s_buffer, refs, &nrefs)) == NULL ||
-        (w.drain = attr_of(sink, s_drain, refs, &nrefs)) == NULL ||
-        (target = attr_of(sink, s_target, refs, &nrefs)) == NULL ||
-        (referenced = attr_of(w.writer, s_referenced, refs, &nrefs)) == NULL ||
-        (memo = attr_of(w.writer, s_memo, refs, &nrefs)) == NULL ||
-        (w.memo = attr_of(memo, s_entries, refs, &nrefs)) == NULL ||
-        (storages = attr_of(w.writer, s_storages, refs, &nrefs)) == NULL ||
-        (w.storages = attr_of(storages, s_entries, refs, &nrefs)) == NULL ||
-        (w.stack = attr_of(w.writer, s_stack, refs, &nrefs)) == NULL ||
-        (w.active = attr_of(w.writer, s_active, refs, &nrefs)) == NULL)
-        goto done;
-    if (!PyByteArray_CheckExact(w.buffer) || !PyDict_CheckExact(w.memo) ||
-        !PyDict_CheckExact(w.storages) || !PyList_CheckExact(w.stack) ||
-        !PySet_CheckExact(w.active)) {
-        PyErr_SetString(PyExc_TypeError, "write_graph: unexpected writer state");
-        goto done;
-    }
-    PyObject *theaders = PyTuple_GET_ITEM(config, 0), *sheaders = PyTuple_GET_ITEM(config, 1);
-    if (!PyTuple_Check(theaders) || PyTuple_GET_SIZE(theaders) != N_ELEMENTS ||
-        !PyTuple_Check(sheaders) || PyTuple_GET_SIZE(sheaders) != N_ELEMENTS) {
+    PyObject *memo, *storages, *theaders, *sheaders, *referenced;
+    long long count;
+    if (!PyArg_ParseTuple(args[1], "O!OnOLOO!OO!O!O!OOOO!O!in:write_graph", &PyByteArray_Type,
+                          &w.buffer, &w.drain, &w.target, &referenced, &count, &memo,
+                          &PyDict_Type, &w.memo, &storages, &PyDict_Type, &w.storages,
+                          &PyList_Type, &w.stack, &PySet_Type, &w.active, &w.write_nested,
+                          &w.set_count, &w.class_header, &PyTuple_Type, &theaders,
+                          &PyTuple_Type, &sheaders, &w.long_size, &w.threshold))
+        return NULL;
+    if (PyTuple_GET_SIZE(theaders) != N_ELEMENTS || PyTuple_GET_SIZE(sheaders) != N_ELEMENTS) {
         PyErr_SetString(PyExc_TypeError, "write_graph: bad header tables");
-        goto done;
+        return NULL;
     }
     for (int i = 0; i < N_ELEMENTS; i++) {
-        PyObject *t = PyTuple_GET_ITEM(theaders, i), *s = PyTuple_GET_ITEM(sheaders, i);
-        if (PyBytes_CheckExact(t) && PyBytes_CheckExact(s)) {
-            w.theader[i] = t;
-            w.sheader[i] = s;
+        PyObject *tensor = PyTuple_GET_ITEM(theaders, i), *storage = PyTuple_GET_ITEM(sheaders, i);
+        if (PyBytes_CheckExact(tensor) && PyBytes_CheckExact(storage)) {
+            w.theader[i] = tensor;
+            w.sheader[i] = storage;
         }
     }
-    w.long_size = PyLong_AsLong(PyTuple_GET_ITEM(config, 2));
-    w.threshold = PyLong_AsSsize_t(PyTuple_GET_ITEM(config, 3));
-    w.target = PyLong_AsSsize_t(target);
+    w.count = count;
     w.referenced = PyObject_IsTrue(referenced);
-    if (PyErr_Occurred() || w.referenced < 0) goto done;
+    if (w.referenced < 0) return NULL;
     if (w.long_size != 4 && w.long_size != 8) {
         PyErr_SetString(PyExc_ValueError, "write_graph: long size must be 4 or 8");
-        goto done;
+        return NULL;
     }
-    if ((w.memo_ref = PyWeakref_NewRef(memo, NULL)) == NULL) goto done;
-    refs[nrefs++] = w.memo_ref;
+    if ((w.memo_ref = PyWeakref_NewRef(memo, NULL)) == NULL) return NULL;
+    int ok = 0;
     if ((w.storages_ref = PyWeakref_NewRef(storages, NULL)) == NULL) goto done;
-    refs[nrefs++] = w.storages_ref;
-    if (load_count(&w) < 0) goto done;
-    counted = 1;
     if (PyList_SetSlice(w.stack, 0, PY_SSIZE_T_MAX, NULL) < 0 || PySet_Clear(w.active) < 0)
         goto done;
-    ok = run(&w, args[1]) == 0;
+    ok = run(&w, args[0]) == 0;
     if (ok && flush(&w) < 0) ok = 0;
-done:
-    if (!ok && counted) { /* keep what was written and counted, as the Python writer would */
+    if (w.count >= 0) { /* keep what was written and counted, as the Python writer would */
         PyObject *type, *error, *tb;
         PyErr_Fetch(&type, &error, &tb);
-        if (flush(&w) < 0 || store_count(&w) < 0) PyErr_Clear();
-        PyErr_Restore(type, error, tb);
-    } else if (ok && store_count(&w) < 0) {
-        ok = 0;
+        if ((flush(&w) < 0 || store_count(&w) < 0) && ok) ok = 0;
+        if (type != NULL) PyErr_Restore(type, error, tb);
     }
+done:
     while (w.depth > 0) release(&w.frames[--w.depth]);
     PyMem_Free(w.frames);
     PyMem_Free(w.buf);
-    for (int i = 0; i < nrefs; i++) Py_DECREF(refs[i]);
+    Py_XDECREF(w.memo_ref);
+    Py_XDECREF(w.storages_ref);
     if (!ok) return NULL;
     Py_RETURN_NONE;
 }
 
-static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
-    PyObject *descr = PyDict_GetItemString(type->tp_dict, name);
-    if (descr == NULL || Py_TYPE(descr) != &PyMemberDescr_Type) {
-        PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, name);
+/* The offset of an object slot, from its member descriptor (values.lua.NativeLayout). */
+static Py_ssize_t slot_offset(PyObject *descr) {
+    if (Py_TYPE(descr) != &PyMemberDescr_Type) {
+        PyErr_Format(PyExc_TypeError, "%R is not a __slots__ member", descr);
         return -1;
     }
     PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
     if (member->type != Py_T_OBJECT_EX) {
-        PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", type->tp_name, name);
+        PyErr_Format(PyExc_TypeError, "%R is not an object slot", descr);
         return -1;
     }
     return member->offset;
 }
 
-/* setup(frame_type, key_label, LuaTable, TorchObject, class_of_root) */
+/* setup(layout, hooks): values.lua.NativeLayout, graph.writer.WriterHooks. */
 static PyObject *setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyType_Check(args[2]) || !PyType_Check(args[3]) ||
-        !PyDict_CheckExact(args[4])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "setup(frame_type, key_label, LuaTable, TorchObject, class_of_root)");
+    PyObject *lua, *entries, *torch, *typename, *version, *fields, *storage, *array;
+    PyObject *storage_typename, *hash_key, *remember, *class_of_root, *frame, *label, *key;
+    PyObject *forget;
+    if (nargs != 2 || !PyTuple_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "setup(layout, hooks)");
         return NULL;
     }
-    PyTypeObject *lua = (PyTypeObject *)args[2], *torch = (PyTypeObject *)args[3];
-    Py_ssize_t entries = slot_offset(lua, "_entries"), typename = slot_offset(torch, "typename");
-    Py_ssize_t version = slot_offset(torch, "version"), fields = slot_offset(torch, "fields");
-    if (entries < 0 || typename < 0 || version < 0 || fields < 0) return NULL;
+    if (!PyArg_ParseTuple(args[0], "O!OO!OOOOOOOOO!:setup", &PyType_Type, &lua, &entries,
+                          &PyType_Type, &torch, &typename, &version, &fields, &storage, &array,
+                          &storage_typename, &hash_key, &remember, &PyDict_Type,
+                          &class_of_root) ||
+        !PyArg_ParseTuple(args[1], "OOOO:setup", &frame, &label, &key, &forget))
+        return NULL;
+    if (slot_offset(label) < 0) return NULL;
+    Py_ssize_t off_entries = slot_offset(entries), off_typename = slot_offset(typename);
+    Py_ssize_t off_version = slot_offset(version), off_fields = slot_offset(fields);
+    if (off_entries < 0 || off_typename < 0 || off_version < 0 || off_fields < 0) return NULL;
     PyObject *empty = PyTuple_New(0);
     PyObject *iter = empty == NULL ? NULL : PyObject_GetIter(empty);
     Py_XDECREF(empty);
     if (iter == NULL) return NULL;
     Py_XSETREF(g_empty_iter, iter);
-    Py_XSETREF(g_frame_type, Py_NewRef(args[0]));
-    Py_XSETREF(g_key, Py_NewRef(args[1]));
-    Py_XSETREF(g_lua_table, (PyTypeObject *)Py_NewRef(args[2]));
-    Py_XSETREF(g_torch_object, (PyTypeObject *)Py_NewRef(args[3]));
-    Py_XSETREF(g_class_of_root, Py_NewRef(args[4]));
-    g_off_entries = entries;
-    g_off_typename = typename;
-    g_off_version = version;
-    g_off_fields = fields;
+    Py_XSETREF(g_frame_type, Py_NewRef(frame));
+    Py_XSETREF(g_frame_label, Py_NewRef(label));
+    Py_XSETREF(g_key, Py_NewRef(key));
+    Py_XSETREF(g_forget, Py_NewRef(forget));
+    Py_XSETREF(g_lua_table, (PyTypeObject *)Py_NewRef(lua));
+    Py_XSETREF(g_torch_object, (PyTypeObject *)Py_NewRef(torch));
+    Py_XSETREF(g_class_of_root, Py_NewRef(class_of_root));
+    g_off_entries = off_entries;
+    g_off_typename = off_typename;
+    g_off_version = off_version;
+    g_off_fields = off_fields;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"setup", (PyCFunction)(void (*)(void))setup, METH_FASTCALL,
-     "setup(frame_type, key_label, LuaTable, TorchObject, class_of_root)"},
+     "setup(layout, hooks): values.lua.NativeLayout and graph.writer.WriterHooks"},
     {"write_graph", (PyCFunction)(void (*)(void))write_graph, METH_FASTCALL,
-     "write_graph(writer, value, config): GraphWriter._write_graph for binary streams"},
+     "write_graph(value, state): GraphWriter._write_graph for binary streams"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_fastwrite",
-    .m_doc = "The binary graph writer's record loop in C (see streamser.graph_writer).",
+    .m_doc = "The binary graph writer's record loop in C (see streamser.graph.writer).",
     .m_size = -1,
     .m_methods = methods,
 };
 
-static int intern(PyObject **target, const char *name) {
-    *target = PyUnicode_InternFromString(name);
-    return *target == NULL ? -1 : 0;
-}
-
 PyMODINIT_FUNC PyInit__fastwrite(void) {
     import_array();
     if (PyType_Ready(&RemoverType) < 0) return NULL;
-    if (intern(&s_encoder, "encoder") < 0 || intern(&s_sink, "sink") < 0 ||
-        intern(&s_buffer, "buffer") < 0 || intern(&s_target, "_target") < 0 ||
-        intern(&s_drain, "drain") < 0 || intern(&s_referenced, "referenced") < 0 ||
-        intern(&s_count, "count") < 0 || intern(&s_memo, "_memo") < 0 ||
-        intern(&s_storages, "_storages") < 0 || intern(&s_entries, "_entries") < 0 ||
-        intern(&s_stack, "_stack") < 0 || intern(&s_active, "_active") < 0 ||
-        intern(&s_label, "label") < 0 || intern(&s_write_nested, "_write_nested") < 0 ||
-        intern(&s_class_header, "_class_header") < 0)
-        return NULL;
     return PyModule_Create(&module_def);
 }

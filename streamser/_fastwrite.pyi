@@ -2,12 +2,8 @@
 
 from typing import Any
 
-def setup(
-    frame_type: type,
-    key_label: object,
-    lua_table: type,
-    torch_object: type,
-    class_of_root: dict[int, Any],
-    /,
-) -> None: ...
-def write_graph(writer: Any, value: Any, config: tuple[Any, ...], /) -> None: ...
+from streamser.graph.writer import CompiledState, WriterHooks
+from streamser.values.lua import NativeLayout
+
+def setup(layout: NativeLayout, hooks: WriterHooks, /) -> None: ...
+def write_graph(value: Any, state: CompiledState, /) -> None: ...

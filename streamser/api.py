@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO
 
+from .errors import StreamserError, UnsupportedValueError
 from .graph.loading import read_buffer
 from .io.atomic import replacing
 from .io.compression import SeekableZstdWriter
@@ -52,6 +53,12 @@ def load(
     parallel range requests (``block_size``, ``max_concurrency``: see :func:`streamser.open`).
     """
     bounds = Limits.from_keywords(**limits)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raise StreamserError(
+            f"load() takes a path (str or os.PathLike) or a binary file object, not "
+            f"{type(source).__name__}: bytes are data, not a path; read serialized bytes with "
+            "streamser.deserialize(data), and give a path as str (os.fsdecode(path))"
+        )
     options = RangeOptions.of(block_size, max_concurrency)
     buffer, start = input_buffer(
         source, mmap=mmap, storage_options=storage_options, options=options
@@ -159,6 +166,7 @@ def save(
     (``level``; ``threads`` frames compressed at once); ``zstd -d`` restores the plain file.
     """
     get_format(format)
+    _check_target(target, value)
     options: dict[str, Any] = {"compact": compact, "serial": serial, "hook": hook, "cast": cast}
     if not isinstance(target, (str, os.PathLike)):
         sink: Any = target
@@ -190,6 +198,18 @@ def _replacing(
         storage_options,
         part_size=part_size,
         max_concurrency=max_concurrency,
+    )
+
+
+def _check_target(target: Any, value: Any) -> None:
+    """A path or something with ``write``; anything else is a mistake worth naming."""
+    if isinstance(target, (str, os.PathLike)) or callable(getattr(target, "write", None)):
+        return
+    swapped = isinstance(value, (str, os.PathLike))
+    hint = ": the arguments look swapped, it is streamser.save(path, value)" if swapped else ""
+    raise UnsupportedValueError(
+        f"save() writes to a path (str or os.PathLike) or a binary file object, not to a "
+        f"{type(target).__name__}{hint}"
     )
 
 

@@ -5,50 +5,34 @@ copy-on-write view of the mapping, so an 8 GiB checkpoint opens in the time it t
 records and nothing of its tensor data is read until touched. Ascii files cannot be mapped and
 are parsed eagerly; the handle works the same. Closing the handle drops its references; views
 that are still alive keep the mapping alive, so closing never invalidates them.
+
+The tensor index is recorded by the same pass that reads the records (:mod:`.graph.index`);
+paths are built when :meth:`T7File.tensors` asks for them, in the one syntax of
+:mod:`.graph.paths`, which every lookup here accepts.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from .api import deserialize, serialize_pieces
 from .errors import StreamserError
+from .graph import paths
+from .graph.index import IndexRecorder, Paths, TensorInfo, tensor_infos
 from .graph.opening import open_reading
-from .graph.walk import walk
-from .io.arrays import address_of, root_of
+from .io.arrays import address_of
 from .io.inputs import name_of
 from .io.ranged import RangeOptions
-from .spec.format import Format, element_of
+from .spec.format import Format
 from .spec.limits import Limits
 from .values.lazy import LazyArray, LazyStorage, materialize
-from .values.lua import LuaTable, Storage, TorchObject
-from .values.tensors import class_for_array
+from .values.lua import Storage
 
-_MISSING = object()
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Where one tensor (or storage) of a file lives, without reading its data.
-
-    ``offset`` is the byte position in the file of the tensor's first element and
-    ``storage_offset`` that of its storage's first element (None for ascii files and for
-    empty tensors); tensors with the same ``storage_offset`` share one storage.
-    """
-
-    path: str
-    typename: str
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-    nbytes: int
-    offset: int | None
-    storage_offset: int | None
-    storage_nbytes: int
+_MISSING = paths.MISSING
 
 
 class TensorSlice:
@@ -106,6 +90,8 @@ class T7File:
             options=RangeOptions.of(block_size, max_concurrency),
         )
         reading, self._source, self.size = opened.reading, opened.source, opened.size
+        assert reading.index is not None  # asked for
+        self._index: IndexRecorder = reading.index
         self.root: Any = reading.value
         self.format: Format = reading.format
         self.compressed = opened.compressed  # offsets are then in the plain stream
@@ -124,7 +110,9 @@ class T7File:
     # --- access ---------------------------------------------------------------------------
 
     def __getitem__(self, path: str | tuple[Any, ...]) -> Any:
-        """The value at a dotted path (``"model.modules.3.weight"``) or a tuple of keys."""
+        """The value at a path as :meth:`tensors` prints it (``"model.modules[3].weight"``,
+        see :mod:`streamser.graph.paths`; the dotted ``"model.modules.3.weight"`` works too) or
+        at a tuple of keys. In a lazily read compressed file its tensors are read now."""
         return self._lookup(path)
 
     def get(self, *keys: Any, default: Any = None) -> Any:
@@ -134,25 +122,27 @@ class T7File:
         third entry of a Lua list. In a lazily read compressed file the tensors of the result
         are read now (only those: see :attr:`lazy`).
         """
-        value = self._find(keys, default)
-        return materialize(value) if self._source is not None else value
+        return self._resolved(paths.loose(keys), default)
 
-    def _find(self, keys: tuple[Any, ...], default: Any) -> Any:
+    def _resolved(self, parts: tuple[Any, ...], default: Any, *, read: bool = True) -> Any:
         value = self._root()
-        for depth, key in enumerate(keys):
-            value = _child(value, key)
+        for depth, part in enumerate(parts):
+            value = paths.child(value, part)
             if value is _MISSING:
                 if default is _MISSING:
-                    where = ".".join(str(k) for k in keys[: depth + 1])
-                    raise KeyError(f"{where!r} is not in {self.path}")
+                    where = paths.format_path(parts[: depth + 1])
+                    raise paths.PathError(f"{where!r} is not in {self.path}")
                 return default
-        return value
+        return materialize(value) if read and self._source is not None else value
 
     def _lookup(self, path: str | tuple[Any, ...], *, read: bool = True) -> Any:
-        keys = _split(path) if isinstance(path, str) else tuple(path)
-        if read:
-            return self.get(*keys, default=_MISSING)
-        return self._find(keys, _MISSING)
+        parts = paths.parse_path(path) if isinstance(path, str) else paths.loose(path)
+        return self._resolved(parts, _MISSING, read=read)
+
+    def subtree(self, path: str | tuple[Any, ...]) -> Any:
+        """The value at ``path`` as the handle holds it: the tensors of a lazily read
+        compressed file stay unread (``f[path]`` reads them)."""
+        return self._lookup(path, read=False)
 
     def keys(self) -> list[Any]:
         """The keys of the root table (or the fields of a root object), in the file's order."""
@@ -193,48 +183,23 @@ class T7File:
         return TensorSlice(value)
 
     def arrays(self) -> Iterator[tuple[str, np.ndarray[Any, Any]]]:
-        """Every distinct tensor with its path, as an array; the tensors of a lazily read
-        compressed file are read one at a time, as the iteration reaches them."""
-        for path, item, _depth, again in walk(self._root()):
-            if again:
-                continue
-            if isinstance(item, np.ndarray):
-                yield path, item
-            elif isinstance(item, LazyArray):
-                yield path, item.read()
+        """Every distinct tensor and standalone storage with its path (as :meth:`tensors`
+        prints it), as an array; the tensors of a lazily read compressed file are read one at
+        a time, as the iteration reaches them."""
+        self._root()
+        names = Paths(self._index.columns)
+        for node, place, item, _storage in self._index.entries():
+            path = names.join(node, place, item) or paths.ROOT
+            array = item.array if isinstance(item, Storage) else item
+            if isinstance(array, LazyStorage):
+                array = LazyArray(array, array.shape, (1,), 0)
+            yield path, array.read() if isinstance(array, LazyArray) else array
 
     def tensors(self) -> list[TensorInfo]:
-        """Every tensor and standalone storage, with its path, type, shape and file offsets."""
-        return [self._info(path, item) for path, item in _arrays(self._root())]
-
-    def _info(self, path: str, item: Any) -> TensorInfo:
-        if isinstance(item, LazyArray) or isinstance(getattr(item, "array", None), LazyStorage):
-            return _lazy_info(path, item)
-        storage_typename = item.typename if isinstance(item, Storage) else None
-        array: np.ndarray[Any, Any] = item.array if isinstance(item, Storage) else item
-        root = root_of(array)
-        element = element_of(array.dtype)
-        cls = class_for_array(root, element, tensor=storage_typename is None)
-        offset = self._file_offset(array) if array.size else None
-        storage_offset = self._file_offset(root) if offset is not None else None
-        return TensorInfo(
-            path=path,
-            typename=storage_typename or cls.typename,
-            shape=tuple(array.shape),
-            dtype=array.dtype,
-            nbytes=int(array.nbytes),
-            offset=offset,
-            storage_offset=storage_offset,
-            storage_nbytes=int(root.nbytes),
-        )
-
-    def _file_offset(self, array: np.ndarray[Any, Any]) -> int | None:
-        """Where ``array``'s data sits in the file; None unless it is a view of the file's
-        bytes (ascii data is parsed, b32 Longs are widened copies)."""
-        if self._base is None:
-            return None
-        offset = address_of(array) - self._base
-        return offset if 0 <= offset < self.size else None
+        """Every tensor and standalone storage, with its path, type, shape, strides and file
+        offsets, in the file's order, each at the first path that reaches it."""
+        self._root()
+        return tensor_infos(self._index, self._base, self.size)
 
     # --- lifetime -------------------------------------------------------------------------
 
@@ -247,6 +212,7 @@ class T7File:
         """Drop the handle's references; views already taken stay valid."""
         self._closed = True
         self.root = None
+        self._index = IndexRecorder()
 
     def __enter__(self) -> T7File:
         return self
@@ -283,68 +249,6 @@ def open(
         block_size=block_size,
         max_concurrency=max_concurrency,
         **limits,
-    )
-
-
-def _split(path: str) -> tuple[str, ...]:
-    return tuple(part for part in path.split(".") if part) if path else ()
-
-
-def _child(value: Any, key: Any) -> Any:
-    container = value.fields if isinstance(value, TorchObject) else value
-    if isinstance(container, (LuaTable, Mapping)):
-        if key in container:
-            return container[key]
-        if isinstance(key, str):
-            number = _as_number(key)
-            if number is not None and number in container:
-                return container[number]
-        return _MISSING
-    if isinstance(container, (list, tuple)) and isinstance(key, (int, str)):
-        index = _as_number(key) if isinstance(key, str) else key
-        if isinstance(index, int) and 1 <= index <= len(container):
-            return container[index - 1]  # Lua lists count from 1
-    return _MISSING
-
-
-def _as_number(text: str) -> int | float | None:
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return None
-
-
-def _arrays(value: Any) -> Iterator[tuple[str, Any]]:
-    for path, item, _depth, again in walk(value):
-        if not again and isinstance(item, (np.ndarray, Storage, LazyArray)):
-            yield path or "<root>", item
-
-
-def _lazy_info(path: str, item: LazyArray | Storage) -> TensorInfo:
-    """Index entry of a tensor of a lazily read compressed file (offsets in the plain stream)."""
-    storage: LazyStorage
-    shape: tuple[int, ...]
-    if isinstance(item, Storage):
-        storage = item.array  # type: ignore[assignment]  # a lazy storage, as tested above
-        typename, shape, offset = item.typename, storage.shape, 0
-    else:
-        storage = item.storage
-        cls = class_for_array(storage, element_of(storage.dtype), tensor=True)  # type: ignore[arg-type]
-        typename, shape, offset = cls.typename, item.shape, item.offset
-    nbytes = int(np.prod(shape, dtype=np.int64)) * storage.dtype.itemsize if shape else 0
-    placed = nbytes and storage.file_dtype == storage.dtype  # b32 Longs are widened on reading
-    return TensorInfo(
-        path=path,
-        typename=typename,
-        shape=tuple(shape),
-        dtype=storage.dtype,
-        nbytes=nbytes,
-        offset=storage.start + offset * storage.dtype.itemsize if placed else None,
-        storage_offset=storage.start if placed else None,
-        storage_nbytes=storage.count * storage.dtype.itemsize,
     )
 
 

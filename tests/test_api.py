@@ -318,3 +318,20 @@ def test_save_starts_write_back_as_it_goes(tmp_path: Path, monkeypatch: pytest.M
     assert len(calls) >= 2  # 100 MiB: at least every 32 MiB before the last
     assert [start for start, _ in calls] == [0, *itertools.accumulate(c for _, c in calls)][:-1]
     assert sum(count for _, count in calls) <= path.stat().st_size
+
+
+def test_save_with_swapped_arguments_says_so(tmp_path: Path) -> None:
+    target = tmp_path / "model.t7"
+    with pytest.raises(streamser.StreamserError, match=r"look swapped, it is streamser\.save"):
+        streamser.save({"w": np.ones(2)}, str(target))  # type: ignore[arg-type]
+    with pytest.raises(streamser.UnsupportedValueError, match="not to a int"):
+        streamser.save(3, {"w": 1})  # type: ignore[arg-type]
+    assert not target.exists()
+
+
+def test_load_refuses_bytes_as_a_path() -> None:
+    data = streamser.serialize({"a": 1})
+    for source in (b"/a/path", data, bytearray(data), memoryview(data)):
+        with pytest.raises(streamser.StreamserError, match="bytes are data, not a path"):
+            streamser.load(source)  # type: ignore[arg-type]
+    assert streamser.load(io.BytesIO(data))["a"] == 1  # a file object of bytes is fine

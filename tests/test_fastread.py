@@ -1,7 +1,7 @@
 """The compiled reader (``streamser._fastread``) against the pure-Python one it accelerates.
 
-Every read here is done twice, with the compiled loop and with ``graph_reader.FASTREAD`` set to
-None, and the two outcomes must be the same: values of the same types with the same keys in the
+Every read here is done twice, with the compiled loop and inside ``speedups.pure_python()``,
+and the two outcomes must be the same: values of the same types with the same keys in the
 same order, arrays with the same dtype, geometry, bytes, flags and sharing, the same decoder
 position and counters, the same registered objects; or the same exception (class, message,
 byte offset, notes). The compiled loop must also really run: common values may not bail.
@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_errors import FUZZ_FILES, mutate
-from test_properties import values, views
+from support import FUZZ_FILES, mutate, values, views
 
 import streamser
 from streamser import LuaFunction, LuaTable, Storage, TorchObject, speedups
@@ -35,7 +34,7 @@ from streamser.values.lua import _IDENTITY_KEY, remembered_class
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 BINARY_FILES = sorted(p for p in CORPUS.glob("*.t7") if ".ascii." not in p.name)
-FAST = graph_reader.FASTREAD
+FAST = graph_reader._FASTREAD
 
 needs_compiled = pytest.mark.skipif(speedups.PURE, reason="STREAMSER_PURE=1 switches it off")
 
@@ -47,14 +46,7 @@ def test_compiled_reader_is_built() -> None:
     assert (FAST is None) == speedups.PURE
 
 
-@contextmanager
-def pure_python() -> Iterator[None]:
-    saved = graph_reader.FASTREAD
-    graph_reader.FASTREAD = None
-    try:
-        yield
-    finally:
-        graph_reader.FASTREAD = saved
+pure_python = speedups.pure_python
 
 
 # --- comparing two readings ------------------------------------------------------------------

@@ -2,18 +2,17 @@
 
 The Python writer is the reference: for every value, the compiled loop must give the same bytes,
 the same error (class, message, path) and the same bytes written before the error. Each test
-writes with the loop as built, then again with ``graph_writer._FAST`` set to None.
+writes with the loop as built, then again inside ``speedups.pure_python()``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import io
 import sys
 import tracemalloc
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +21,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from test_corpus import CASES, Case
+from support import CASES, Case
 
 import streamser
 from streamser import LuaFunction, LuaTable, Storage, TableStream, TorchObject
 from streamser.graph import writer as graph_writer
 from streamser.graph.writer import GraphWriter
-from streamser.speedups import PURE, compiled
+from streamser.speedups import PURE, compiled, pure_python
 
 DTYPES = ["u1", "i1", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8", ">f4", ">i8", "?", "u2", "c8"]
 FORMATS = ["binary", "b32", "ascii"]
 Outcome = tuple[bytes, tuple[type[BaseException], str] | None]
-
-
-@contextlib.contextmanager
-def pure_python() -> Iterator[None]:
-    saved = graph_writer._FAST
-    graph_writer._FAST = None
-    try:
-        yield
-    finally:
-        graph_writer._FAST = saved
 
 
 def written(value: Any, fmt: str = "binary", *, referenced: bool = True, **options: Any) -> Outcome:

@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_corpus import CASES, Case, _check_value
-from test_errors import CRAFTED
+from support import CASES, CRAFTED, Case, check_value
 
 import streamser
 from streamser import FormatError, LimitError, StreamserError
-from streamser.graph.loading import read_lazily
+from streamser.graph.loading import read_buffer
 from streamser.io.compression import SeekableZstdWriter
 from streamser.io.seekable import DEFAULT_CACHE_BYTES, FrameDecoder, FrameSource
 from streamser.spec.limits import Limits
@@ -60,14 +59,14 @@ def test_corpus_through_lazy_open(case: Case, tmp_path: Path) -> None:
         assert f.lazy
         assert f.compressed
         value = f.load()
-        _check_value(case, value)
+        check_value(case, value)
         rewritten = streamser.serialize(value, case.load_mode, case.referenced)
         assert rewritten == original
         with streamser.open(plain_path, case.load_mode, case.referenced) as g:
             assert _info_rows(f) == _info_rows(g)
             assert f.end == g.end
     with streamser.open(path, referenced=case.referenced) as f:  # format detection
-        _check_value(case, f.load())
+        check_value(case, f.load())
 
 
 @pytest.fixture(scope="module")
@@ -195,9 +194,9 @@ def test_slices_match_numpy(rows: int, head: Any, second: Any, transposed: bool)
 
 
 def _lazy(data: bytes, format: str | None = None) -> tuple[Any, FrameSource]:
-    result = read_lazily(data, 0, format, referenced=True, limits=Limits())
-    assert result is not None
-    return result
+    reading = read_buffer(data, 0, format, referenced=True, limits=Limits(), lazy=True)
+    assert reading.source is not None
+    return reading, reading.source
 
 
 # Every crafted input but the empty one and the one that is zstd already (nothing to wrap).
@@ -253,7 +252,9 @@ def test_lying_seek_table_is_caught() -> None:
 def test_declared_size_over_the_limit_fails_before_reading() -> None:
     data = packed(streamser.serialize({"a": np.zeros(1 << 20)}))
     with pytest.raises(LimitError, match="max_decompressed"):
-        read_lazily(data, 0, None, referenced=True, limits=Limits(max_decompressed=1 << 20))
+        read_buffer(
+            data, 0, None, referenced=True, limits=Limits(max_decompressed=1 << 20), lazy=True
+        )
 
 
 def test_plain_zstd_and_ascii_inside_are_read_whole(tmp_path: Path) -> None:

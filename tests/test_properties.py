@@ -11,68 +11,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
+from support import EXACT, values, views
 
 import streamser
 from streamser import LuaTable
 from streamser.graph.walk import walk
 
 FORMATS = ["binary", "ascii", "b32"]
-DTYPES = ["u1", "i1", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8"]
-EXACT = 2**53
-
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-EXACT, EXACT),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=20),
-    st.binary(max_size=20),
-)
-keys = st.one_of(
-    st.text(max_size=8),
-    st.integers(-1000, 1000),
-    st.floats(allow_nan=False, allow_infinity=True),
-    st.booleans(),
-)
-
-
-def arrays(dtype: str) -> st.SearchStrategy[np.ndarray[Any, Any]]:
-    return hnp.arrays(
-        np.dtype(dtype), hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)
-    )
-
-
-@st.composite
-def views(draw: st.DrawFn) -> list[np.ndarray[Any, Any]]:
-    """A base array and a few views of it: slices with positive steps, transposes, selections."""
-    base = draw(arrays(draw(st.sampled_from(DTYPES))).filter(lambda a: a.ndim >= 1 and a.size > 0))
-    out = [base]
-    for _ in range(draw(st.integers(1, 3))):
-        view = base
-        for axis in range(base.ndim):
-            n = base.shape[axis]
-            start = draw(st.integers(0, n - 1))
-            stop = draw(st.integers(start + 1, n))
-            step = draw(st.integers(1, 2))
-            index = [slice(None)] * base.ndim
-            index[axis] = slice(start, stop, step)
-            view = view[tuple(index)]
-        if draw(st.booleans()):
-            view = view.T
-        out.append(view)
-    return out
-
-
-tensors = st.one_of(*(arrays(d) for d in DTYPES))
-values = st.recursive(
-    st.one_of(scalars, tensors),
-    lambda children: st.one_of(
-        st.lists(children, max_size=4),
-        st.dictionaries(keys, children, max_size=4),
-    ),
-    max_leaves=12,
-)
+FORMATS = ["binary", "ascii", "b32"]
 
 
 def same_bits(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any], fmt: str) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_corpus import CASES, Case, _check_value
+from support import CASES, Case, check_value
 
 import streamser
 from streamser import StreamserError, TruncatedError
@@ -280,7 +280,7 @@ def test_corpus_through_a_file_object(case: Case) -> None:
             assert _index(f) == _index(g)
             assert f.end == g.end
     if len(data) < 1 << 20:
-        _check_value(case, value)
+        check_value(case, value)
     if case.load_mode != "ascii":  # (ascii's load is the same whole read as its open)
         loaded = streamser.load(Unmappable(data), case.load_mode, case.referenced)
         assert streamser.serialize(loaded, case.load_mode, case.referenced) == expected

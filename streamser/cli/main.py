@@ -11,6 +11,8 @@ and exit with status 2 (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import sys
 import tempfile
@@ -21,16 +23,20 @@ from typing import Any
 import numpy as np
 
 from .. import load, save
-from ..codecs import decoder_for
+from ..codecs import Decoder
 from ..errors import FormatError, StreamserError
+from ..graph.loading import Input, closing, detect, open_input
 from ..graph.walk import outline, tensors
 from ..handle import TensorInfo
 from ..handle import open as streamser_open
-from ..spec.detect import sniff_ascii
-from ..spec.format import get_format
+from ..io.mapping import buffer_of
+from ..spec.detect import ForeignFormatError
+from ..spec.format import FORMATS, Format, get_format
 from ..spec.grammar import describe, iter_records
+from ..spec.limits import Limits
 from ..tools.export import export
 from ..tools.verify import read_values
+from ..values.classes import CLASS_CODECS
 from .bridge import from_safetensors, is_safetensors, to_safetensors
 
 
@@ -78,6 +84,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    if args.path:
+        with streamser_open(args.file, format=args.format) as handle:
+            print(outline(handle.subtree(args.path), max_lines=args.max_lines))
+        return 0
     value = load(args.file, format=args.format)
     print(outline(value, max_lines=args.max_lines))
     return 0
@@ -85,9 +95,10 @@ def _show(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     with streamser_open(args.file, format=args.format) as handle:
-        tensors = handle.tensors()
-        storages = {(t.storage_offset, t.storage_nbytes) for t in tensors if t.storage_offset}
-        data_bytes = sum(nbytes for _, nbytes in storages) or sum(t.nbytes for t in tensors)
+        tree = handle.subtree(args.path) if args.path else handle.root
+        tensors = [t for t in handle.tensors() if _under(t.path, args.path)]
+        storages = {t.storage: t.storage_nbytes for t in tensors if t.storage is not None}
+        data_bytes = sum(storages.values()) or sum(t.nbytes for t in tensors)
         summary = {
             "file": str(args.file),
             "format": handle.format.name,
@@ -105,10 +116,17 @@ def _info(args: argparse.Namespace) -> int:
             f"storages, {data_bytes:,} bytes of tensor data in {summary['file_bytes']:,} bytes"
         )
         print()
-        print(outline(handle.root, max_lines=args.max_lines))
+        print(outline(tree, max_lines=args.max_lines))
         print()
         _print_tensor_table(tensors)
     return 0
+
+
+def _under(path: str, prefix: str | None) -> bool:
+    """Whether ``path`` lies in the subtree at ``prefix`` (both as tensors() prints them)."""
+    if not prefix:
+        return True
+    return path == prefix or (path.startswith(prefix) and path[len(prefix)] in ".[{")
 
 
 def _tensor_json(info: TensorInfo) -> dict[str, Any]:
@@ -121,6 +139,8 @@ def _tensor_json(info: TensorInfo) -> dict[str, Any]:
         "offset": info.offset,
         "storage_offset": info.storage_offset,
         "storage_nbytes": info.storage_nbytes,
+        "strides": list(info.strides),
+        "storage": info.storage,
     }
 
 
@@ -129,7 +149,7 @@ def _print_tensor_table(tensors: list[TensorInfo]) -> None:
     width = max([len(info.path) for info in tensors] + [4])
     print(f"{'path':<{width}}  {'class':<24} {'shape':<18} {'bytes':>12} {'offset':>12}  shares")
     for info in tensors:
-        owner = owners.setdefault(info.storage_offset, info.path) if info.storage_offset else None
+        owner = owners.setdefault(info.storage, info.path) if info.storage is not None else None
         shared = f"storage of {owner}" if owner and owner != info.path else ""
         offset = "" if info.offset is None else f"{info.offset:,}"
         print(
@@ -164,21 +184,47 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _dis(args: argparse.Namespace) -> int:
-    data = Path(args.file).read_bytes()
-    fmt = args.format or ("ascii" if sniff_ascii(data, 0) else "binary")
-    decoder = decoder_for(get_format(fmt), data)
-    shown = 0
-    for record in iter_records(decoder):
-        print(describe(record))
-        shown += 1
-        if args.max_records and shown >= args.max_records:
-            print("...")
-            return 0
-    left = decoder.remaining()
-    print(f"{decoder.pos:>10}: end of value ({shown} records, {fmt})")
+    """The records of the file's value, its format found as ``load`` finds it (compressed
+    inputs too); a damaged file's records are listed up to the damage, then the error."""
+    limits = Limits()
+    with open(args.file, "rb") as fileobj:
+        buffer, start, _ = buffer_of(fileobj, mmap=True)
+    with closing(open_input(buffer, start, limits, lazy=True, format=args.format)) as stream:
+        fmt = _dis_format(stream, args.format, limits)
+        if stream.compressed:
+            print(f"{'':>10}  (zstd: offsets are those of the decompressed stream)")
+        decoder = stream.decoder(fmt)
+        shown = 0
+        for record in iter_records(decoder, classes=CLASS_CODECS, limits=limits):
+            print(describe(record))
+            shown += 1
+            if args.max_records and shown >= args.max_records:
+                print("...")
+                return 0
+        left = decoder.remaining()
+    print(f"{decoder.pos:>10}: end of value ({shown} records, {fmt.name})")
     if left:
         print(f"{decoder.pos:>10}: {left} more bytes follow")
     return 0
+
+
+def _dis_format(stream: Input, name: str | None, limits: Limits) -> Format:
+    """The format ``load`` would read ``stream`` in; for a damaged binary input, the long size
+    whose reading gets further (so that its records are worth listing)."""
+
+    def walk(decoder: Decoder) -> int:
+        return sum(1 for _ in iter_records(decoder, classes=CLASS_CODECS, limits=limits))
+
+    try:
+        return detect(stream, get_format(name) if name else None, walk)[0]
+    except FormatError:
+        reached: dict[str, int] = {}
+        for fmt in (FORMATS["binary"], FORMATS["b32"]):
+            decoder = stream.decoder(fmt)
+            with contextlib.suppress(FormatError):
+                walk(decoder)
+            reached[fmt.name] = decoder.pos
+        return FORMATS[max(reached, key=lambda name: reached[name])]
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -247,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="print the outline of a .t7 file")
     show.add_argument("file")
+    show.add_argument("path", nargs="?", help="a subtree, as info and tensors() print paths")
     show.add_argument("--format", choices=formats)
     show.add_argument("--max-lines", type=int, default=200)
     show.set_defaults(run=_show)
@@ -255,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         "info", help="tree, tensors, sharing and totals, from the lazy index"
     )
     info.add_argument("file")
+    info.add_argument("path", nargs="?", help="a subtree, as info and tensors() print paths")
     info.add_argument("--format", choices=formats)
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.add_argument("--max-lines", type=int, default=200)
@@ -303,8 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    return build_parser()  # built once per process (argparse takes milliseconds to build it)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         result: int = args.run(args)
         return result
@@ -312,5 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         kind = "damaged file" if isinstance(exc, FormatError) else "error"
+        if isinstance(exc, ForeignFormatError):
+            kind = "not a Torch7 file"
         print(f"streamser: {kind}: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError, LimitError, TruncatedError
+from ..errors import FormatError, TruncatedError
 from ..io.arrays import ChunkSource, byte_view, iter_chunks
 from ..io.sink import Sink
 from ..spec.format import ElementType
@@ -166,30 +166,6 @@ class AsciiDecoder:
         if count:
             self._end_of_array()
         return data
-
-    def read_string(self) -> bytes:
-        """An int length and that many raw bytes."""
-        at = self.pos
-        count = self.read_int()
-        if self.max_string < count <= self.remaining():  # beyond the input: read_raw says so
-            raise LimitError(
-                f"a string of {count:,} bytes is over max_string={self.max_string:,}; "
-                "pass a larger max_string= if the file is trusted",
-                at,
-            )
-        return self.read_raw(count)
-
-    def read_geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-        """A tensor's (sizes, strides, 0-based storage offset)."""
-        pos = self.pos
-        ndim = self.read_int()
-        if ndim < 0:
-            raise FormatError(f"tensor claims {ndim} dimensions", pos)
-        if 2 * ndim > self.remaining():
-            raise TruncatedError(f"input ends inside a {ndim}-dimensional tensor's geometry", pos)
-        sizes = self.read_longs(ndim)
-        strides = self.read_longs(ndim)
-        return sizes, strides, self.read_long() - 1
 
     def read_array(self, element: ElementType, count: int) -> np.ndarray[Any, Any]:
         """``count`` elements parsed into a new array of the element's type."""

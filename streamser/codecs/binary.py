@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError, LimitError, TruncatedError, UnsupportedValueError
+from ..errors import FormatError, TruncatedError, UnsupportedValueError
 from ..io.arrays import ChunkSource, byte_view, file_region, iter_chunks
 from ..io.sink import DIRECT_THRESHOLD, Sink
 from ..spec.format import INT32_MAX, INT32_MIN, ElementType
@@ -113,47 +113,6 @@ class BinaryDecoder:
             raise FormatError(f"negative byte count {count}", self.pos - 4)
         pos = self._need(count, "a string of %d bytes", count)
         return self._bytes(pos, pos + count)
-
-    def read_string(self) -> bytes:
-        """An int length and that many raw bytes."""
-        pos = self.pos
-        if pos + 4 > self.size:
-            self._need(4, "a string length")
-        count: int = _INT.unpack_from(self.buffer, pos)[0]
-        start = pos + 4
-        end = start + count
-        if count < 0:
-            raise FormatError(f"negative string length {count}", pos)
-        if end > self.size:  # first: a claim beyond the input is damage, whatever the limit
-            raise TruncatedError(
-                f"input ends inside a string of {count} bytes ({self.size - start} left)", pos
-            )
-        if count > self.max_string:
-            raise LimitError(
-                f"a string of {count:,} bytes is over max_string={self.max_string:,}; "
-                "pass a larger max_string= if the file is trusted",
-                pos,
-            )
-        self.pos = end
-        return self._bytes(start, end)
-
-    def read_geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-        """A tensor's (sizes, strides, 0-based storage offset)."""
-        pos = self.pos
-        ndim = self.read_int()
-        if ndim < 0:
-            raise FormatError(f"tensor claims {ndim} dimensions", pos)
-        need = (2 * ndim + 1) * self.long_size
-        if need > self.size - self.pos:
-            raise TruncatedError(
-                f"input ends inside the geometry of a tensor with {ndim} dimensions "
-                f"({need} bytes needed, {self.size - self.pos} left)",
-                pos,
-            )
-        values = _geometry_struct(ndim, self.long_size).unpack_from(self.buffer, pos)
-        self.pos = pos + 4 + need
-        self.longs_read += 2 * ndim + 1
-        return values[1 : ndim + 1], values[ndim + 1 : 2 * ndim + 1], values[-1] - 1
 
     def read_array(self, element: ElementType, count: int) -> np.ndarray[Any, Any]:
         """``count`` elements as a view of the buffer (b32 Longs widen to a new int64 array)."""

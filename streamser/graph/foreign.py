@@ -16,13 +16,20 @@ if TYPE_CHECKING:
     from .writer import GraphWriter
 
 
-def foreign_handler(writer: GraphWriter, kind: type) -> Callable[[Any], None] | None:
-    """The writer's handler for values of type ``kind``, or None when no library claims it."""
+def claims_foreign(kind: type) -> bool:
+    """Whether a library streamser bridges (torch) claims values of type ``kind``."""
     torch: Any = sys.modules.get("torch")
     if torch is None:
-        return None
+        return False
     claimed = (torch.Tensor, torch.nn.Module)  # subclasses live in the user's modules
-    if not kind.__module__.startswith("torch") and not issubclass(kind, claimed):
+    return kind.__module__.startswith("torch") or issubclass(kind, claimed)
+
+
+def foreign_handler(writer: GraphWriter, kind: type) -> Callable[[Any], None] | None:
+    """The writer's handler for values of type ``kind``, or None when no library claims it.
+
+    The handler holds the writer weakly (it is kept per writer, beside it, not by it)."""
+    if not claims_foreign(kind):
         return None
     from ..torch.adapt import handler_for  # torch is loaded: importing the bridge is cheap now
 

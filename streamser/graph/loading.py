@@ -1,100 +1,149 @@
 """One value from a buffer: unwrapped from zstd, its format told apart, then read.
 
-``load``, ``deserialize`` and ``open`` all come through here, so format detection (ascii,
-binary, b32) and decompression behave the same for every entry point.
+``load``, ``deserialize``, ``open``, ``streamser dis`` and ``verify`` all come through here, so
+what an input is (a foreign format, zstd with or without a seek table), its format (ascii,
+binary, b32) and how a compressed one is reached behave the same for every entry point:
+
+* :func:`open_input` unwraps an input: a :class:`Plain` stream in a buffer (decompressed if it
+  was plain zstd), or a :class:`Framed` stream read part by part from a byte source (a
+  seekable zstd stream frame by frame, a file object or URL by range: :func:`read_ranged`);
+* :func:`detect` tells the formats apart by running a reading in each (the graph reader for
+  values, the record walk of :mod:`streamser.spec.grammar` for ``dis``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
-from ..codecs import BinaryDecoder, decoder_for
+from ..codecs import Decoder, decoder_for
 from ..errors import AmbiguousFormatError, FormatError
 from ..io.compression import decompress, is_zstd, read_seek_table
 from ..io.mapping import parsing
 from ..io.ranged import ByteSource, RangedSource
 from ..io.seekable import FrameDecoder, FrameSource, seek_table_of
-from ..spec.detect import sniff_ascii
+from ..spec.detect import refuse_foreign, sniff_ascii
 from ..spec.format import FORMATS, Format, get_format
 from ..spec.limits import Limits
+from .index import IndexRecorder
 from .reader import GraphReader
 
-
-def read_buffer(
-    buffer: Any, start: int, format: str | None, *, referenced: bool, limits: Limits
-) -> Reading:
-    """One value from ``buffer``: unwrapped from zstd if compressed, then read or detected."""
-    if is_zstd(buffer, start):
-        buffer = decompress(memoryview(buffer)[start:], max_size=limits.max_decompressed)
-        start = 0
-    with parsing(buffer):
-        if format is None:
-            return read_detected(buffer, start, referenced=referenced, limits=limits)
-        return read_one(buffer, start, get_format(format), referenced=referenced, limits=limits)
+_T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
-class Reading:
-    """One value read from a buffer: the value, the format it was read in, where it ended."""
+@dataclass
+class Plain:
+    """A stream held in a buffer (the input, or a compressed input's plain bytes)."""
 
-    value: Any
-    format: Format
-    end: int
-    buffer: Any  # what was read: the input, or its decompressed contents
+    buffer: Any
+    start: int = 0
+    compressed: bool = False
+
+    @property
+    def head(self) -> Any:
+        return self.buffer
+
+    def decoder(self, fmt: Format) -> Decoder:
+        buffer = self.buffer
+        if fmt.ascii and isinstance(buffer, (memoryview, bytearray)):
+            buffer = self.buffer = bytes(buffer)  # the ascii scanner needs find() and re
+        return decoder_for(fmt, buffer, self.start)
+
+    def close(self) -> None:
+        return None
 
 
-def read_one(
-    buffer: Any, start: int, fmt: Format, *, referenced: bool = True, limits: Limits | None = None
-) -> Reading:
-    """Read one value in a known format."""
-    if fmt.ascii and isinstance(buffer, (memoryview, bytearray)):
-        buffer = bytes(buffer)  # the ascii scanner needs find() and regular expressions
-    decoder = decoder_for(fmt, buffer, start)
-    value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
-    return Reading(value, fmt, decoder.pos, buffer)
+@dataclass
+class Framed:
+    """A stream of binary records in a byte source (the frames of a seekable zstd stream, a
+    file read by range): decoders fetch only what they read."""
+
+    source: ByteSource
+    start: int = 0
+    compressed: bool = True
+    _decoders: list[FrameDecoder] = field(default_factory=list)
+    _head: bytes | None = None
+
+    @property
+    def head(self) -> bytes:
+        """The first bytes of the plain stream (for telling formats apart), read once."""
+        if self._head is None:  # through the window (cache) the decoders read from
+            size = min(self.source.size, 256)
+            self._head = bytes(memoryview(self.source.window(0, size)[1])[:size]) if size else b""
+        return self._head
+
+    def decoder(self, fmt: Format) -> Decoder:
+        self._decoders.append(FrameDecoder(self.source, fmt.long_size))
+        return self._decoders[-1]
+
+    def close(self) -> None:
+        """Release the decoders' sparse mappings (values read never point into them)."""
+        for decoder in self._decoders:
+            decoder.close()
+        self._decoders.clear()
 
 
-def read_detected(
-    buffer: Any,
-    start: int,
-    *,
-    referenced: bool = True,
-    limits: Limits | None = None,
-    decoder_for_long: Callable[[int], BinaryDecoder] | None = None,
-) -> Reading:
-    """Read one value, telling ascii, binary (8-byte long) and b32 (4-byte long) apart.
+Input = Plain | Framed
+
+
+def open_input(
+    buffer: Any, start: int, limits: Limits, *, lazy: bool = False, format: str | None = None
+) -> Input:
+    """What ``buffer`` holds from ``start``: refused if it is another format, decompressed
+    whole if it is zstd (bounded by ``max_decompressed``), or with ``lazy`` and a seek table
+    around binary records (``format``, or what the first byte says), left compressed to be
+    read frame by frame."""
+    if not is_zstd(buffer, start):
+        refuse_foreign(buffer, start)
+        return Plain(buffer, start)
+    view = memoryview(buffer).cast("B")[start:]
+    entries = read_seek_table(view) if lazy else None
+    if entries is not None:
+        source = FrameSource(view, entries, max_size=limits.max_decompressed)
+        framed = Framed(source)
+        head = framed.head
+        refuse_foreign(head, 0, source.size)
+        ascii = get_format(format).ascii if format else bool(head) and sniff_ascii(head, 0)
+        if not ascii:
+            return framed  # ascii inside: decompressed whole below, like plain zstd
+    plain = decompress(view, max_size=limits.max_decompressed)
+    refuse_foreign(plain, 0)
+    return Plain(plain, 0, compressed=True)
+
+
+def detect(
+    stream: Input, fmt: Format | None, attempt: Callable[[Decoder], _T]
+) -> tuple[Format, _T, Decoder]:
+    """Run ``attempt`` (a reading of one value) in ``fmt``, or in the format the input has.
 
     Ascii starts with a printed digit. For binary input both long sizes are tried; a reading
     that consumes the whole input wins, and when long size did not matter the result is the
     same either way. If both readings succeed and neither is exact, the input is ambiguous.
-    ``decoder_for_long`` makes the binary decoder for a long size (the lazy reader of a
-    compressed file passes its own; ``buffer`` then only serves the ascii sniff).
     """
-    if sniff_ascii(buffer, start):
-        return read_one(buffer, start, FORMATS["ascii"], referenced=referenced, limits=limits)
-    if decoder_for_long is None:
-        decoder_for_long = partial(BinaryDecoder, buffer, pos=start)
-    readings: dict[str, Reading] = {}
+    if fmt is None and sniff_ascii(stream.head, stream.start):
+        fmt = FORMATS["ascii"]
+    if fmt is not None:
+        decoder = stream.decoder(fmt)
+        return fmt, attempt(decoder), decoder
+    readings: dict[str, tuple[Format, _T, Decoder]] = {}
     failures: dict[str, FormatError] = {}
-    for fmt in (FORMATS["binary"], FORMATS["b32"]):
-        decoder = decoder_for_long(fmt.long_size)
+    for candidate in (FORMATS["binary"], FORMATS["b32"]):
+        decoder = stream.decoder(candidate)
         try:
-            value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
+            result = attempt(decoder)
         except FormatError as exc:
-            failures[fmt.name] = exc
+            failures[candidate.name] = exc
             continue
-        reading = Reading(value, fmt, decoder.pos, buffer)
         if decoder.longs_read == 0 or decoder.remaining() == 0:
-            return reading  # explains every byte, or long size never mattered
-        readings[fmt.name] = reading
+            return candidate, result, decoder  # explains every byte, or long size never mattered
+        readings[candidate.name] = (candidate, result, decoder)
     if "binary" in readings and "b32" in readings:
         raise AmbiguousFormatError(
             "the input reads both as binary (8-byte longs) and as b32 (4-byte longs), each "
             "leaving bytes unread; pass format='binary' or format='b32'",
-            readings["binary"].end,
+            readings["binary"][2].pos,
         )
     if "binary" in readings:  # Torch's own layout followed by more data, as torch.load allows
         return readings["binary"]
@@ -107,44 +156,105 @@ def read_detected(
     raise error
 
 
-def read_lazily(
-    buffer: Any, start: int, format: str | None, *, referenced: bool, limits: Limits
-) -> tuple[Reading, FrameSource] | None:
-    """One value from a seekable zstd input, decompressing only the frames of its records.
+@dataclass(frozen=True)
+class Reading:
+    """One value read from a buffer: the value, the format it was read in, where it ended."""
 
-    Tensors and storages come back as :mod:`~streamser.values.lazy` placeholders reading from the
-    returned :class:`FrameSource`. None when the input cannot be read that way (no seek table,
-    or ascii inside): the caller decompresses it whole instead.
+    value: Any
+    format: Format
+    end: int
+    buffer: Any  # what was read: the input, or its decompressed contents
+    index: IndexRecorder | None = None  # where its tensors sit, when asked for
+    source: ByteSource | None = None  # what its lazy tensors read from (frames, ranges), if any
+
+
+def read_value(
+    stream: Input, format: str | None, *, referenced: bool, limits: Limits, indexed: bool
+) -> Reading:
+    """One value of ``stream`` (its format given or detected), with its index if asked."""
+
+    def attempt(decoder: Decoder) -> tuple[Any, IndexRecorder | None]:
+        index = IndexRecorder() if indexed else None
+        reader = GraphReader(
+            decoder, referenced=referenced, limits=limits, index=index, keep_objects=False
+        )
+        return reader.read_object(), index
+
+    fmt = get_format(format) if format is not None else None
+    mapped = parsing(stream.buffer) if isinstance(stream, Plain) else nullcontext()
+    with mapped:
+        found, (value, index), decoder = detect(stream, fmt, attempt)
+    buffer = stream.buffer if isinstance(stream, Plain) else stream.head
+    return Reading(value, found, decoder.pos, buffer, index)
+
+
+def read_buffer(
+    buffer: Any,
+    start: int,
+    format: str | None,
+    *,
+    referenced: bool,
+    limits: Limits,
+    indexed: bool = False,
+    lazy: bool = False,
+) -> Reading:
+    """One value from ``buffer``: unwrapped from zstd if compressed, then read or detected.
+
+    ``indexed``: the reading carries the tensor index, recorded while reading. ``lazy``: a
+    seekable zstd input of binary records is parsed frame by frame, decompressing only the
+    frames of its records; its tensors and storages come back as :mod:`~streamser.values.lazy`
+    placeholders reading from :attr:`Reading.source`.
     """
-    view = memoryview(buffer).cast("B")[start:]
-    entries = read_seek_table(view)
-    if entries is None:
-        return None
-    source = FrameSource(view, entries, max_size=limits.max_decompressed)
-    reading = read_parsed(source, format, referenced=referenced, limits=limits)
-    return None if reading is None else (reading, source)
+    with closing(open_input(buffer, start, limits, lazy=lazy, format=format)) as stream:
+        reading = read_value(stream, format, referenced=referenced, limits=limits, indexed=indexed)
+    if isinstance(stream, Framed):
+        return replace(reading, source=stream.source)
+    return reading
+
+
+@contextmanager
+def closing(stream: Input) -> Iterator[Input]:
+    try:
+        yield stream
+    finally:
+        stream.close()
 
 
 def read_ranged(
-    source: RangedSource, format: str | None, *, referenced: bool, limits: Limits
-) -> tuple[Reading, ByteSource | None, bool]:
-    """One value from a file read by range (a file object, a URL): ``(reading, lazy source,
-    compressed)``.
+    source: RangedSource,
+    format: str | None,
+    *,
+    referenced: bool,
+    limits: Limits,
+    indexed: bool = False,
+) -> tuple[Reading, bool]:
+    """One value from a file read by range (a file object, a URL), and whether it was
+    compressed.
 
     A binary file, plain or seekable zstd, is parsed lazily: only its records are fetched, and
-    tensors come back as placeholders reading from the returned source (the file itself, or its
-    frames). Ascii files and zstd files without a seek table are read whole, as ``load`` does;
-    the lazy source is then None.
+    tensors come back as placeholders reading from :attr:`Reading.source` (the file itself, or
+    its frames). Ascii files and zstd files without a seek table are read whole, as ``load``
+    does; :attr:`Reading.source` is then None.
     """
     _, head = source.window(0, 4)
     compressed = is_zstd(head)
-    lazy = _plain_stream(source, compressed, limits)
-    if lazy is not None:
-        reading = read_parsed(lazy, format, referenced=referenced, limits=limits)
-        if reading is not None:
-            return reading, lazy, compressed
-    whole = read_buffer(source.read_all(), 0, format, referenced=referenced, limits=limits)
-    return whole, None, compressed
+    plain = _plain_stream(source, compressed, limits)
+    if plain is not None:
+        stream = Framed(plain, compressed=compressed)
+        refuse_foreign(stream.head, 0, plain.size)
+        fmt = get_format(format) if format is not None else None
+        if not (
+            fmt.ascii if fmt is not None else bool(stream.head) and sniff_ascii(stream.head, 0)
+        ):
+            with closing(stream):
+                reading = read_value(
+                    stream, format, referenced=referenced, limits=limits, indexed=indexed
+                )
+            return replace(reading, source=plain), compressed
+    whole = read_buffer(
+        source.read_all(), 0, format, referenced=referenced, limits=limits, indexed=indexed
+    )
+    return whole, compressed
 
 
 def _plain_stream(source: RangedSource, compressed: bool, limits: Limits) -> ByteSource | None:
@@ -155,31 +265,3 @@ def _plain_stream(source: RangedSource, compressed: bool, limits: Limits) -> Byt
     if entries is None:
         return None
     return FrameSource(source, entries, max_size=limits.max_decompressed)
-
-
-def read_parsed(
-    source: ByteSource, format: str | None, *, referenced: bool, limits: Limits
-) -> Reading | None:
-    """One binary value parsed through a :class:`FrameDecoder` over ``source``, its storages
-    left in the source; None when the stream is ascii (which cannot be parsed lazily)."""
-    head = bytes(source.window(0, 1)[1][:1]) if source.size else b""  # a window at 0 starts at 0
-    fmt = get_format(format) if format is not None else None
-    if fmt.ascii if fmt is not None else sniff_ascii(head, 0):
-        return None
-    decoders: list[FrameDecoder] = []
-
-    def decoder_for_long(long_size: int) -> BinaryDecoder:
-        decoders.append(FrameDecoder(source, long_size))
-        return decoders[-1]
-
-    try:
-        if fmt is None:
-            return read_detected(
-                head, 0, referenced=referenced, limits=limits, decoder_for_long=decoder_for_long
-            )
-        decoder = decoder_for_long(fmt.long_size)
-        value = GraphReader(decoder, referenced=referenced, limits=limits).read_object()
-        return Reading(value, fmt, decoder.pos, head)
-    finally:
-        for decoder in decoders:
-            decoder.close()

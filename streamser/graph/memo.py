@@ -9,8 +9,9 @@ referenced weakly and are held until the memo is dropped.
 
 The callbacks that drop entries hold the memo weakly, so a memo and its entries make no reference
 cycle: dropping the memo frees them at once, without work for the cyclic garbage collector. The
-compiled writer (``streamser/_fastwrite.c``) reads and fills ``_entries`` directly, in this same
-layout: ``id(obj) -> (holder, value)``, one dict for the memo's life.
+compiled writer (``streamser/_fastwrite.c``) is handed the memo and reads and fills ``entries``
+directly, in this same layout: ``id(obj) -> (holder, value)``, one dict for the memo's life; its
+callbacks call :func:`forget`.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ _STRONG_ONLY: set[type] = {dict, list, tuple}  # types Python cannot reference w
 class IdentityMemo:
     """Maps live objects, by identity, to a value (an index, an address)."""
 
-    __slots__ = ("__weakref__", "_entries")
+    __slots__ = ("__weakref__", "entries")
 
     def __init__(self) -> None:
-        self._entries: dict[int, tuple[Any, Any]] = {}
+        self.entries: dict[int, tuple[Any, Any]] = {}
 
     def get(self, obj: Any) -> Any:
         """The value stored for ``obj``, or None."""
-        entry = self._entries.get(id(obj))
+        entry = self.entries.get(id(obj))
         return None if entry is None else entry[1]
 
     def put(self, obj: Any, value: Any) -> None:
@@ -40,17 +41,17 @@ class IdentityMemo:
         if type(obj) not in _STRONG_ONLY:
             memo = weakref.ref(self)
             try:
-                holder = weakref.ref(obj, lambda _ref: _forget(memo, key))
+                holder = weakref.ref(obj, lambda _ref: forget(memo, key))
             except TypeError:
                 _STRONG_ONLY.add(type(obj))
-        self._entries[key] = (holder, value)
+        self.entries[key] = (holder, value)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
 
-def _forget(memo: weakref.ref[IdentityMemo], key: int) -> None:
+def forget(memo: weakref.ref[IdentityMemo], key: int) -> None:
     """Drop the entry of an object that died (if its memo is still alive)."""
     alive = memo()
     if alive is not None:
-        alive._entries.pop(key, None)
+        alive.entries.pop(key, None)

@@ -16,7 +16,7 @@ from ..io.compression import is_zstd
 from ..io.inputs import ranged_input, whole_input
 from ..io.ranged import ByteSource, RangeOptions
 from ..spec.limits import Limits
-from .loading import Reading, read_buffer, read_lazily, read_ranged
+from .loading import Reading, read_buffer, read_ranged
 
 
 @dataclass(frozen=True)
@@ -44,15 +44,15 @@ def open_reading(
         target, storage_options=storage_options, options=options or RangeOptions()
     )
     if ranged is not None:
-        reading, source, compressed = read_ranged(
-            ranged, format, referenced=referenced, limits=limits
+        reading, compressed = read_ranged(
+            ranged, format, referenced=referenced, limits=limits, indexed=True
         )
-        size = source.size if source is not None else len(reading.buffer)
-        return Opened(reading, source, compressed, size)
+        size = reading.source.size if reading.source is not None else len(reading.buffer)
+        return Opened(reading, reading.source, compressed, size)
     buffer, start = whole_input(target, mmap=True)
-    if is_zstd(buffer, start):
-        lazy = read_lazily(buffer, start, format, referenced=referenced, limits=limits)
-        if lazy is not None:
-            return Opened(lazy[0], lazy[1], True, lazy[1].size)
-    reading = read_buffer(buffer, start, format, referenced=referenced, limits=limits)
-    return Opened(reading, None, reading.buffer is not buffer, len(reading.buffer))
+    compressed = is_zstd(buffer, start)
+    reading = read_buffer(
+        buffer, start, format, referenced=referenced, limits=limits, indexed=True, lazy=True
+    )
+    size = reading.source.size if reading.source is not None else len(reading.buffer)
+    return Opened(reading, reading.source, compressed, size)

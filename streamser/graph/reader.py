@@ -1,9 +1,13 @@
-"""Reading the object graph: tags, indices, back-references, torch classes.
+"""Reading the object graph: values built from the records of :mod:`streamser.spec.grammar`.
 
 The reader is a small stack machine rather than a recursive descent, so that nesting depth is
 bounded by ``max_depth`` and never by Python's recursion limit. Each container is registered
 under its index *before* its children are read (as Torch7 does), which is what makes cycles and
-self-references load; a registered object is never replaced afterwards.
+self-references load; a registered object is never replaced afterwards. Every part of a record
+is read by the grammar's functions; this module only decides what Python value it becomes.
+
+Given an :class:`~.index.IndexRecorder`, the reader also notes, in the same pass, where every
+tensor sits (the lazy index of ``streamser.open``).
 
 For binary input the same machine runs in C when ``streamser._fastread`` is built (see
 :mod:`streamser.speedups`): it reads the common values and hands anything else over, having
@@ -12,15 +16,15 @@ changed nothing, to the Python loop here, which stays the reference and raises e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
-import numpy as np
-
+from .. import speedups
 from ..codecs import BinaryDecoder, Decoder
-from ..errors import FormatError, LimitError, TruncatedError
+from ..errors import FormatError, StreamserError
 from ..spec.format import (
     CLASSES,
     TAG_BOOLEAN,
@@ -35,19 +39,33 @@ from ..spec.format import (
     TAG_TORCH,
     TorchClass,
 )
-from ..spec.grammar import decode_string, number_value, read_class_header
-from ..spec.limits import Limits, limit_error
-from ..speedups import compiled
+from ..spec.grammar import (
+    ClassPayload,
+    check_objects,
+    decode_string,
+    number_value,
+    read_class_header,
+    read_count,
+    read_fields_tag,
+    read_geometry,
+    read_storage_count,
+    read_string,
+)
+from ..spec.limits import Limits, depth_error, limit_error
+from ..values.classes import CLASS_CODECS, ClassCodec
 from ..values.lua import (
     LuaFunction,
     LuaTable,
+    NativeLayout,
     Storage,
     TorchObject,
     _hash_key,
     gc_paused,
+    native_layout,
     remember_class,
 )
 from ..values.tensors import empty_tensor, tensor_view
+from .index import AS_KEY, FIELDS, IN_PAYLOAD, IN_UPVALUES, ROOT, IndexRecorder
 
 _PENDING = object()  # a handler pushed a frame: the value comes later
 _INCOMPLETE = object()  # registered index whose Python value does not exist yet
@@ -55,13 +73,14 @@ _BAIL = object()  # the compiled loop handed the value over to the Python one
 
 
 class _TableFrame:
-    __slots__ = ("entries", "key", "remaining", "table")
+    __slots__ = ("entries", "key", "node", "remaining", "table")
 
     def __init__(self, table: LuaTable, count: int) -> None:
         self.table = table
         self.entries = table._entries
         self.remaining = count
         self.key: Any = _PENDING
+        self.node = -1
 
     def store(self, key: Any, value: Any, at: int) -> None:
         """One entry; the reader's loop stores plain string keys itself."""
@@ -70,49 +89,115 @@ class _TableFrame:
         except ValueError as exc:
             raise FormatError(str(exc), at) from None
 
+    def place(self) -> Any:
+        return AS_KEY if self.key is _PENDING else self.key
+
 
 class _ObjectFrame:
-    """A torch object without its own payload format: one object (its field table) follows."""
+    """A torch object without its own payload format: its field table follows."""
 
-    __slots__ = ("obj",)
+    __slots__ = ("node", "obj")
 
     def __init__(self, obj: TorchObject) -> None:
         self.obj = obj
+        self.node = -1
 
     def take(self, value: Any, at: int) -> Any:
         self.obj.fields = value
         return self.obj
 
+    def place(self) -> Any:
+        return FIELDS
+
 
 class _FunctionFrame:
     """A Lua function: its upvalue object follows the bytecode."""
 
-    __slots__ = ("function",)
+    __slots__ = ("function", "node")
 
     def __init__(self, function: LuaFunction) -> None:
         self.function = function
+        self.node = -1
 
     def take(self, value: Any, at: int) -> Any:
         self.function.upvalues = value
         return self.function
 
+    def place(self) -> Any:
+        return IN_UPVALUES
 
-_Frame = _TableFrame | _ObjectFrame | _FunctionFrame
+
+class _ClassFrame:
+    """A registered class: the objects its payload announced, then its codec's ``fill``."""
+
+    __slots__ = ("at", "codec", "node", "objects", "remaining", "value")
+
+    def __init__(self, codec: ClassCodec, value: Any, count: int, at: int) -> None:
+        self.codec = codec
+        self.value = value
+        self.remaining = count
+        self.objects: list[Any] = []
+        self.at = at
+        self.node = -1
+
+    def take(self, value: Any, at: int) -> Any:
+        self.objects.append(value)
+        self.remaining -= 1
+        return _PENDING if self.remaining else self.finish()
+
+    def finish(self) -> Any:
+        with _codec_errors(self.codec, self.at):
+            self.codec.fill(self.value, self.objects)
+        self.objects = []
+        return self.value
+
+    def place(self) -> Any:
+        return IN_PAYLOAD
+
+
+_Frame = _TableFrame | _ObjectFrame | _FunctionFrame | _ClassFrame
+
+
+@contextmanager
+def _codec_errors(codec: ClassCodec, at: int) -> Iterator[None]:
+    """Errors of a registered codec become FormatErrors naming its class and the offset."""
+    try:
+        yield
+    except StreamserError:
+        raise
+    except Exception as error:
+        message = f"the payload of {codec.typename} does not read: {error}"
+        raise FormatError(message, at) from error
 
 
 class GraphReader:
     """Reads values from a decoder, remembering indexed objects across calls (like torch.File)."""
 
-    def __init__(self, decoder: Decoder, *, referenced: bool = True, limits: Limits | None = None):
+    def __init__(
+        self,
+        decoder: Decoder,
+        *,
+        referenced: bool = True,
+        limits: Limits | None = None,
+        index: IndexRecorder | None = None,
+        keep_objects: bool = True,
+    ):
+        """``keep_objects=False``: no other value will be read with this reader, so
+        :attr:`objects` (what later values may refer back to) need not be kept."""
         self.decoder = decoder
+        self.keep_objects = keep_objects
         self.referenced = referenced
         self.limits = limits or Limits()
+        self.index = index  # notes where each tensor sits, when given
         decoder.max_string = self.limits.max_string
         self.objects: dict[int, Any] = {}
         self._indexed = 0  # tables, torch objects and functions read so far
         self._stack: list[_Frame] = []
-        # The compiled loop, for binary input only; FASTREAD is looked up here, per reader.
-        self._compiled = FASTREAD if type(decoder) is BinaryDecoder else None
+        self._full: Any = None  # the last tensor or storage read in full (for the index)
+        self._last_index = 0  # the index of the last torch object met where a value stands
+        self._tensor_storage: int | None = None  # the index of the last tensor's storage
+        compiled = _FASTREAD if type(decoder) is BinaryDecoder else None
+        self._compiled = speedups.active(compiled)
 
     # --- the machine ------------------------------------------------------------------------
 
@@ -127,31 +212,42 @@ class GraphReader:
     def _read_compiled(self, fast: Any) -> Any:
         """The value as the compiled loop reads it, or ``_BAIL`` with the reader unchanged.
 
-        The C code adds new indices to ``objects`` and returns the decoder's and the reader's
-        counters; when it bails (or fails) the indices it added, the last ones in the dict's
-        order, are taken out again, so that the Python loop starts from the same state.
+        The C code adds new indices to ``objects`` (and notes to the index) and returns the
+        decoder's and the reader's counters; when it bails (or fails) what it added, the last
+        keys in the dict's order and the last notes, is taken out again, so that the Python loop
+        starts from the same state.
         """
-        decoder, objects, limits = self.decoder, self.objects, self.limits
+        decoder, objects, limits, index = self.decoder, self.objects, self.limits, self.index
         known = len(objects)
+        notes = None
+        if index is not None:
+            columns = index.columns
+            lists = (columns.places, columns.containers, columns.spots, columns.values)
+            notes = (*lists, index.storages)
+        marks = None if index is None else index.marks()
         try:
             result = fast.read(
                 decoder.buffer, decoder.pos, decoder.long_size, decoder.longs_read,
                 self._indexed, objects, self.referenced, limits.max_depth, decoder.max_string,
-                limits.max_table, limits.max_objects,
+                limits.max_table, limits.max_objects, notes, self.keep_objects,
             )  # fmt: skip
         except BaseException:
-            self._forget_after(known)
+            self._undo(known, marks)
             raise
         if result is None:
-            self._forget_after(known)
+            self._undo(known, marks)
             return _BAIL
-        value, decoder.pos, decoder.longs_read, self._indexed = result
+        value, decoder.pos, decoder.longs_read, self._indexed, *columns = result
+        if index is not None:
+            index.extend(*columns)
         return value
 
-    def _forget_after(self, known: int) -> None:
-        """Unregister the indices added after the first ``known`` ones."""
+    def _undo(self, known: int, marks: tuple[int, int] | None) -> None:
+        """Unregister the indices added after the first ``known`` ones, drop later notes."""
         for index in list(islice(self.objects, known, None)):
             del self.objects[index]
+        if marks is not None and self.index is not None:
+            self.index.truncate(marks)
 
     def _read_graph(self) -> Any:
         decoder, dispatch, stack = self.decoder, _DISPATCH, self._stack
@@ -169,7 +265,7 @@ class GraphReader:
                 if not stack:
                     return value
                 frame = stack[-1]
-                if isinstance(frame, _TableFrame):  # the commonest frame, stepped in place
+                if type(frame) is _TableFrame:  # the commonest frame, stepped in place
                     key = frame.key
                     if key is _PENDING:
                         if value is None:
@@ -186,16 +282,24 @@ class GraphReader:
                         break
                     value = frame.table
                 else:
-                    value = frame.take(value, at)
+                    value = frame.take(value, at)  # type: ignore[union-attr]
+                    if value is _PENDING:
+                        break
                 stack.pop()
 
-    def _push(self, frame: _Frame, at: int) -> Any:
+    def _place(self) -> tuple[int, Any]:
+        """(node, place) of the value about to be read, for the index."""
+        stack = self._stack
+        if not stack:
+            return -1, ROOT
+        frame = stack[-1]
+        return frame.node, frame.place()
+
+    def _push(self, frame: _Frame, container: Any, at: int) -> Any:
         if len(self._stack) >= self.limits.max_depth:
-            raise LimitError(
-                f"values nest deeper than max_depth={self.limits.max_depth}; "
-                "pass a larger max_depth= if the file is trusted",
-                at,
-            )
+            raise depth_error(self.limits.max_depth, at)
+        if self.index is not None:
+            frame.node = self.index.node(*self._place(), container)
         self._stack.append(frame)
         return _PENDING
 
@@ -215,6 +319,10 @@ class GraphReader:
         if self._indexed > self.limits.max_objects:
             raise limit_error("the number of objects", "max_objects", self.limits.max_objects, at)
 
+    def _register(self, index: int, value: Any) -> None:
+        if self.referenced:
+            self.objects[index] = value
+
     # --- one handler per tag ----------------------------------------------------------------
 
     def _read_nil(self, at: int) -> None:
@@ -227,7 +335,7 @@ class GraphReader:
         return self.decoder.read_int() == 1
 
     def _read_string(self, at: int) -> str | bytes:
-        return decode_string(self.decoder.read_string())
+        return decode_string(read_string(self.decoder))
 
     def _read_table(self, at: int) -> Any:
         decoder = self.decoder
@@ -235,22 +343,12 @@ class GraphReader:
         found = self._seen(index, at)
         if found is not None:
             return found
-        count = decoder.read_int()
-        if count < 0:
-            raise FormatError(f"table claims {count} entries", at)
-        if 2 * count * decoder.min_record > decoder.remaining():
-            raise TruncatedError(
-                f"table claims {count} entries but only {decoder.remaining()} bytes are left", at
-            )
-        if count > self.limits.max_table:
-            limit = self.limits.max_table
-            raise limit_error(f"a table of {count:,} entries", "max_table", limit, at)
+        count = read_count(decoder, at, self.limits.max_table)
         table = LuaTable()
-        if self.referenced:
-            self.objects[index] = table
+        self._register(index, table)
         if count == 0:
             return table
-        return self._push(_TableFrame(table, count), at)
+        return self._push(_TableFrame(table, count), table, at)
 
     def _read_function(self, at: int) -> Any:
         return self._read_indexed_function(at, TAG_FUNCTION)
@@ -263,20 +361,32 @@ class GraphReader:
         found = self._seen(index, at)
         if found is not None:
             return found
-        function = LuaFunction(self.decoder.read_string(), None, tag=tag)
-        if self.referenced:
-            self.objects[index] = function
-        return self._push(_FunctionFrame(function), at)
+        function = LuaFunction(read_string(self.decoder), None, tag=tag)
+        self._register(index, function)
+        return self._push(_FunctionFrame(function), function, at)
 
     def _read_legacy_function(self, at: int) -> Any:
         """Tag 6 functions carry no index and are never shared."""
         self._count_object(at)
-        function = LuaFunction(self.decoder.read_string(), None, tag=TAG_FUNCTION_LEGACY)
-        return self._push(_FunctionFrame(function), at)
+        function = LuaFunction(read_string(self.decoder), None, tag=TAG_FUNCTION_LEGACY)
+        return self._push(_FunctionFrame(function), function, at)
 
     def _read_torch(self, at: int) -> Any:
+        """A torch object where a value stands; the index notes tensors and storages."""
+        value = self._torch(at)
+        index = self.index
+        if index is not None:
+            if type(value) is Storage:  # read now or earlier (a tensor's): noted once
+                index.entry(*self._place(), value, self._last_index)
+            elif value is self._full:
+                index.entry(*self._place(), value, self._tensor_storage)
+            self._full = None
+        return value
+
+    def _torch(self, at: int) -> Any:
         decoder = self.decoder
         index = decoder.read_int()
+        self._last_index = index
         if self.referenced:
             found = self.objects.get(index)
             if found is not None:
@@ -286,40 +396,61 @@ class GraphReader:
         self._count_object(at)
         version, name = read_class_header(decoder)
         cls = _CLASS_BY_NAME.get(name)
-        if cls is not None:
-            if self.referenced:
-                self.objects[index] = _INCOMPLETE
-            value = self._read_tensor(cls, at) if cls.is_tensor else self._read_storage(cls, at)
-            if self.referenced:
-                self.objects[index] = value
-            return value
-        obj = TorchObject(_class_name(name), None, version)
-        if self.referenced:
-            self.objects[index] = obj
-        return self._push(_ObjectFrame(obj), at)
+        if cls is None:
+            return self._read_other(index, version, _class_name(name), at)
+        self._register(index, _INCOMPLETE)
+        value = self._read_tensor(cls, at) if cls.is_tensor else self._read_storage(cls, at)
+        self._register(index, value)
+        self._full = value
+        return value
 
-    def _read_tensor(self, cls: TorchClass, at: int) -> np.ndarray[Any, Any]:
-        sizes, strides, offset = self.decoder.read_geometry()
+    def _read_other(self, index: int, version: int | float, typename: str, at: int) -> Any:
+        """A class that is neither a tensor nor a storage: registered, or a field table."""
+        codec = CLASS_CODECS.get(typename)
+        if codec is not None:
+            return self._read_registered(codec, index, version, at)
+        obj = TorchObject(typename, None, version)
+        self._register(index, obj)
+        self._push(_ObjectFrame(obj), obj, at)
+        where = self.decoder.pos
+        read_fields_tag(self.decoder, typename)
+        return self._read_table(where)
+
+    def _read_registered(self, codec: ClassCodec, index: int, version: Any, at: int) -> Any:
+        with _codec_errors(codec, at):
+            value, count = codec.read_head(ClassPayload(self.decoder), version)
+        check_objects(self.decoder, count, codec.typename, at)
+        self._register(index, value)
+        frame = _ClassFrame(codec, value, count, at)
+        if count == 0:
+            return frame.finish()
+        return self._push(frame, value, at)
+
+    def _read_tensor(self, cls: TorchClass, at: int) -> Any:
+        geometry = read_geometry(self.decoder, at)
         storage = self._read_tensor_storage(cls)
+        sizes = geometry.sizes
         if storage is None:
             if sizes and all(sizes):
                 raise FormatError(f"tensor of size {list(sizes)} has no storage", at)
             array = empty_tensor(cls.element)
             remember_class(array, CLASSES[cls.storage_typename])
             return array
-        return tensor_view(storage.array, sizes, strides, offset, at)
+        return tensor_view(storage.array, sizes, geometry.strides, geometry.offset, at)
 
     def _read_tensor_storage(self, tensor_class: TorchClass) -> Storage | None:
         """A tensor's storage: nil, a back-reference, or a storage object read in place."""
         decoder = self.decoder
         where = decoder.pos
         tag = decoder.read_int()
+        self._tensor_storage = None
         if tag == TAG_NIL:
             return None
         if tag != TAG_TORCH:
             found = TAG_NAMES.get(tag, f"type tag {tag}")
             raise FormatError(f"a tensor's storage must be a storage or nil, found {found}", where)
-        storage = self._read_torch(where)
+        storage = self._torch(where)
+        self._tensor_storage = self._last_index
         if not isinstance(storage, Storage):
             found = getattr(storage, "typename", type(storage).__name__)
             raise FormatError(f"a tensor's storage must be a storage, found {found}", where)
@@ -330,11 +461,8 @@ class GraphReader:
         return storage
 
     def _read_storage(self, cls: TorchClass, at: int) -> Storage:
-        decoder = self.decoder
-        count = decoder.read_long()
-        if count < 0:
-            raise FormatError(f"storage claims {count} elements", at)
-        array = decoder.read_array(cls.element, count)
+        count = read_storage_count(self.decoder, at)
+        array = self.decoder.read_array(cls.element, count)
         return Storage._make(array, cls)
 
 
@@ -362,26 +490,43 @@ def _class_name(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+class ReaderHooks(NamedTuple):
+    """What the compiled reader is given besides :class:`NativeLayout` (see ``_fastread.pyi``)."""
+
+    class_name: Callable[[bytes], str]  # raw class name -> typename
+    incomplete: object  # registered while a tensor's or storage's payload is read
+    classes: list[tuple[Any, ...]]  # one row per tensor and storage class, see _class_rows()
+    registered: dict[str, ClassCodec]  # classes with payloads of their own: Python reads them
+    root: object  # index places (see .index)
+    as_key: object
+    fields: object
+
+
+def _class_rows() -> list[tuple[Any, ...]]:
+    """(name bytes, typename, is_tensor, is_cuda, element number, is_long, dtype, empty-tensor
+    dtype, TorchClass, TorchClass of its storage) per tensor and storage class."""
+    elements = list(dict.fromkeys(cls.element for cls in CLASSES.values()))
+    return [
+        (
+            name, cls.typename, cls.is_tensor, cls.is_cuda, elements.index(cls.element),
+            cls.element.is_long, cls.element.dtype, cls.element.dtype.newbyteorder("="),
+            cls, CLASSES[cls.storage_typename],
+        )
+        for name, cls in _CLASS_BY_NAME.items()
+    ]  # fmt: skip
+
+
 def _configure_compiled() -> Any:
-    """``streamser._fastread`` given the types and helpers values are made of, or None."""
-    module = compiled("_fastread")
+    """``streamser._fastread`` given the layout and helpers values are made of, or None."""
+    module = speedups.compiled("_fastread")
     if module is None:
         return None
-    elements = list(dict.fromkeys(cls.element for cls in CLASSES.values()))
-    module.configure(
-        LuaTable, TorchObject, Storage, _hash_key, remember_class, _class_name, _INCOMPLETE,
-        [
-            (
-                name, cls.typename, cls.is_tensor, cls.is_cuda, elements.index(cls.element),
-                cls.element.is_long, cls.element.dtype, cls.element.dtype.newbyteorder("="),
-                cls, CLASSES[cls.storage_typename],
-            )
-            for name, cls in _CLASS_BY_NAME.items()
-        ],
-    )  # fmt: skip
+    layout: NativeLayout = native_layout()
+    hooks = ReaderHooks(_class_name, _INCOMPLETE, _class_rows(), CLASS_CODECS, ROOT, AS_KEY, FIELDS)
+    module.configure(layout, hooks)
     return module
 
 
-# The compiled loop (None under STREAMSER_PURE=1 or without the build). Readers made while it is
-# None read in pure Python: tests set it to None to compare the two.
-FASTREAD: Any = _configure_compiled()
+# The compiled loop (None under STREAMSER_PURE=1 or without the build); readers made inside
+# ``speedups.pure_python()`` do without it.
+_FASTREAD: Any = _configure_compiled()

@@ -6,19 +6,26 @@ storages, same root buffer) is written as a back-reference to its index, and the
 each object so that its ``id()`` cannot be reused while writing. With ``referenced=False``
 every occurrence is written in full and a cycle is an error instead of an endless file.
 
+Python types are dispatched through a table of plain functions (bound methods held by the
+writer would make it a reference cycle, and :mod:`.memo` promises there is none); classes with a
+payload of their own are written by their registered codec (:mod:`streamser.values.classes`).
+
 For binary streams without a hook or cast, the loop runs in C (``streamser._fastwrite``) when
-it is built: it writes the common values itself and hands every other value to
-:meth:`GraphWriter._write_nested`, so this module stays the definition of the output.
+it is built: it writes the common values itself and hands every other value back to the Python
+writer, so this module stays the definition of the output. It is given the writer's state
+explicitly (:class:`CompiledState`), never by attribute names.
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from types import MemberDescriptorType
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import speedups
 from ..codecs import BinaryEncoder, Encoder
 from ..codecs.binary import CHUNK_BYTES
 from ..errors import UnsupportedValueError
@@ -39,26 +46,27 @@ from ..spec.format import (
     TorchClass,
     element_of,
 )
-from ..speedups import compiled
+from ..values.classes import CODEC_OF_TYPE, ClassCodec
 from ..values.lua import (
-    _CLASS_OF_ROOT,
     LuaFunction,
     LuaTable,
     Storage,
     TableStream,
     TorchObject,
     gc_paused,
+    native_layout,
 )
 from ..values.tensors import TensorLayout, layout_of
-from .foreign import foreign_handler
-from .memo import IdentityMemo
+from .foreign import claims_foreign, foreign_handler
+from .memo import IdentityMemo, forget
 
-# The compiled loop, or None for pure Python (set it to None to compare the two).
-_FAST = compiled("_fastwrite")
+# The compiled loop (None under STREAMSER_PURE=1 or without the build; see speedups).
+_FAST = speedups.compiled("_fastwrite")
 # Element types in the order of the compiled loop's header tables.
 _FAST_ELEMENTS = (("u", 1), ("i", 1), ("i", 2), ("i", 4), ("i", 8), ("f", 2), ("f", 4), ("f", 8))
 
 _KEY = object()  # label of a table key being written (for error paths)
+_Config = tuple[tuple[bytes | None, ...], tuple[bytes | None, ...], int, int]
 _Children = Iterator[tuple[Any, Any]]  # (label, value) pairs still to write
 
 
@@ -114,38 +122,44 @@ class GraphWriter:
         self._root_label = "<root>"
         self._headers: dict[tuple[str, int | float], bytes] = {}
         self._addresses = IdentityMemo()  # storage root arrays -> address of their memory
-        self._fast_config: tuple[Any, ...] | None = None  # the compiled loop's tables
-        self._dispatch: dict[type, Callable[[Any], None]] = {
-            type(None): self._write_nil,
-            bool: self._write_boolean,
-            int: self._write_integer,
-            float: self._write_number,
-            str: self._write_str,
-            bytes: self._write_bytes,
-            bytearray: self._write_bytes,
-            dict: self._write_dict,
-            list: self._write_list,
-            tuple: self._write_list,
-            LuaTable: self._write_lua_table,
-            TorchObject: self._write_torch_object,
-            TableStream: self._write_table_stream,
-            LuaFunction: self._write_function,
-            Storage: self._write_storage_value,
-            np.ndarray: self._write_tensor,
-        }
+        self._fast_config: _Config | None = None  # the compiled loop's tables
+        self._handlers: dict[type, _Handler] = {}  # subclasses met, resolved once per writer
 
     # --- the machine ------------------------------------------------------------------------
 
     def write_object(self, value: Any) -> None:
         with gc_paused():
-            fast = _FAST
+            fast = speedups.active(_FAST)
             plain = self.hook is None and self.cast is None
             if fast is not None and plain and type(self.encoder) is BinaryEncoder:
-                fast.write_graph(self, value, self._compiled_config())
+                fast.write_graph(value, self._compiled_state())
             else:
                 self._write_graph(value)
 
-    def _compiled_config(self) -> tuple[Any, ...]:
+    def _compiled_state(self) -> CompiledState:
+        """What the compiled loop works on, for one call (it holds the writer's methods, so it
+        is not kept: a writer holding its own bound methods would be a reference cycle)."""
+        sink = self.encoder.sink
+        tensors, storages, long_size, threshold = self._compiled_config()
+        return CompiledState(
+            sink.buffer, sink.drain, sink.target, self.referenced, self.count,
+            self._memo, self._memo.entries, self._storages, self._storages.entries,
+            self._stack, self._active, self._write_from_compiled, self._set_count,
+            self._class_header, tensors, storages, long_size, threshold,
+        )  # fmt: skip
+
+    def _write_from_compiled(self, value: Any, count: int) -> int:
+        """The compiled loop hands ``value`` over (it has counted ``count`` indices so far)."""
+        self.count = count
+        self._write_nested(value)
+        return self.count
+
+    def _set_count(self, count: int) -> None:
+        self.count = count
+
+    def _compiled_config(
+        self,
+    ) -> tuple[tuple[bytes | None, ...], tuple[bytes | None, ...], int, int]:
         """Class headers by element type (None where Python must convert), long size, and
         the size from which strings and arrays bypass the record buffer."""
         config = self._fast_config
@@ -208,42 +222,20 @@ class GraphWriter:
             value = self.hook(value)
             if self._stack and self._stack[-1].label is _KEY and _invalid_key(value):
                 raise UnsupportedValueError(f"a hook made a table key {value}", self.path())
-        handler = self._dispatch.get(type(value))
-        if handler is None:
-            handler = self._handler_for(value)
-        handler(value)
-
-    def _handler_for(self, value: Any) -> Callable[[Any], None]:
-        """Subclasses and numpy scalars: find the handler once per type, then cache it."""
         kind = type(value)
-        handler: Callable[[Any], None]
-        if isinstance(value, (bool, np.bool_)):
-            handler = self._write_boolean
-        elif isinstance(value, np.ndarray):
-            handler = self._write_tensor
-        elif isinstance(value, numbers.Integral):
-            handler = self._write_integer
-        elif isinstance(value, numbers.Real):
-            handler = self._write_number
-        elif isinstance(value, (str, bytes, bytearray, memoryview)):
-            handler = self._write_str if isinstance(value, str) else self._write_bytes
-        elif isinstance(value, (LuaTable, Mapping)):
-            handler = self._write_dict
-        elif isinstance(value, (list, tuple)):
-            handler = self._write_list
-        elif isinstance(value, TorchObject):
-            handler = self._write_torch_object
-        elif isinstance(value, LuaFunction):
-            handler = self._write_function
-        elif isinstance(value, Storage):
-            handler = self._write_storage_value
-        elif (foreign := foreign_handler(self, kind)) is not None:  # torch, imported if seen
-            handler = foreign
-        else:
+        handler = _HANDLERS.get(kind) or self._handlers.get(kind) or self._handler_for(kind)
+        handler(self, value)
+
+    def _handler_for(self, kind: type) -> _Handler:
+        """Registered classes, subclasses and numpy scalars: resolved once per type."""
+        handler = _write_registered if codec_of(kind) is not None else _by_ancestry(kind)
+        if handler is None and claims_foreign(kind):  # torch tensors: torch is imported already
+            handler = _write_foreign
+        if handler is None:
             raise UnsupportedValueError(
                 f"cannot write a value of type {kind.__module__}.{kind.__qualname__}", self.path()
             )
-        self._dispatch[kind] = handler
+        self._handlers[kind] = handler
         return handler
 
     def path(self) -> str:
@@ -359,9 +351,25 @@ class GraphWriter:
         return header
 
     def _write_torch_object(self, value: TorchObject) -> None:
+        fields = value.fields
+        if _handler_of(fields) not in _TABLE_HANDLERS:
+            raise UnsupportedValueError(
+                f"the fields of {value.typename!r} must be a table (LuaTable, dict, list), not "
+                f"{type(fields).__name__}: a class with a payload of its own needs a registered "
+                "ClassCodec (streamser.register_class)",
+                self.path(),
+            )
         if self._begin(TAG_TORCH, self._original, self._memo):
             self._write_class_header(value.typename, value.version)
-            self._push(value, iter(((None, value.fields),)))
+            self._push(value, iter(((None, fields),)))
+
+    def _write_registered(self, value: Any) -> None:
+        codec = codec_of(type(value))
+        assert codec is not None  # chosen as the handler because there is one
+        if self._begin(TAG_TORCH, self._original, self._memo):
+            self._write_class_header(codec.typename, codec.version)
+            objects = codec.write_head(value, self.encoder)
+            self._push(value, enumerate(objects, 1))
 
     def _write_function(self, value: LuaFunction) -> None:
         encoder = self.encoder
@@ -408,11 +416,130 @@ class GraphWriter:
             cls = self.cast(cls)
         self._write_storage(root if whole else array, array, cls)
 
+    def _write_foreign(self, value: Any) -> None:
+        """A value of another library (a torch tensor), written by that library's adapter."""
+        handler = foreign_handler(self, type(value))
+        if handler is None:  # claimed when the type was first met
+            raise UnsupportedValueError(f"cannot write a {type(value).__name__}", self.path())
+        handler(value)
+
     def _write_storage(self, key: Any, data: Array | ChunkSource, cls: TorchClass) -> None:
         if self._begin(TAG_TORCH, key, self._storages):
             self._write_class_header(cls.typename, 1)
             self.encoder.write_long(int(data.size))
             self.encoder.write_array(cls.element, data)
+
+
+_Handler = Callable[[GraphWriter, Any], None]
+
+# Plain functions, not bound methods (see the module docstring), by exact type.
+_HANDLERS: dict[type, _Handler] = {
+    type(None): GraphWriter._write_nil,
+    bool: GraphWriter._write_boolean,
+    int: GraphWriter._write_integer,
+    float: GraphWriter._write_number,
+    str: GraphWriter._write_str,
+    bytes: GraphWriter._write_bytes,
+    bytearray: GraphWriter._write_bytes,
+    dict: GraphWriter._write_dict,
+    list: GraphWriter._write_list,
+    tuple: GraphWriter._write_list,
+    LuaTable: GraphWriter._write_lua_table,
+    TorchObject: GraphWriter._write_torch_object,
+    TableStream: GraphWriter._write_table_stream,
+    LuaFunction: GraphWriter._write_function,
+    Storage: GraphWriter._write_storage_value,
+    np.ndarray: GraphWriter._write_tensor,
+}
+_write_registered: _Handler = GraphWriter._write_registered
+_write_foreign: _Handler = GraphWriter._write_foreign
+
+# For types not in the table: the first ancestor (or abstract base) that says how to write it.
+_ANCESTORS: tuple[tuple[Any, _Handler], ...] = (
+    ((bool, np.bool_), GraphWriter._write_boolean),
+    (np.ndarray, GraphWriter._write_tensor),
+    (numbers.Integral, GraphWriter._write_integer),
+    (numbers.Real, GraphWriter._write_number),
+    (str, GraphWriter._write_str),
+    ((bytes, bytearray, memoryview), GraphWriter._write_bytes),
+    (LuaTable, GraphWriter._write_lua_table),
+    (Mapping, GraphWriter._write_dict),
+    ((list, tuple), GraphWriter._write_list),
+    (TorchObject, GraphWriter._write_torch_object),
+    (LuaFunction, GraphWriter._write_function),
+    (Storage, GraphWriter._write_storage_value),
+)
+_TABLE_HANDLERS = frozenset(
+    {GraphWriter._write_dict, GraphWriter._write_lua_table, GraphWriter._write_list,
+     GraphWriter._write_table_stream}
+)  # fmt: skip
+
+
+def _by_ancestry(kind: type) -> _Handler | None:
+    for bases, handler in _ANCESTORS:
+        if issubclass(kind, bases):
+            return handler
+    return None
+
+
+def _handler_of(value: Any) -> _Handler | None:
+    kind = type(value)
+    if codec_of(kind) is not None:
+        return _write_registered
+    return _HANDLERS.get(kind) or _by_ancestry(kind)
+
+
+def codec_of(kind: type) -> ClassCodec | None:
+    """The registered codec of ``kind`` or of its nearest registered ancestor."""
+    if not CODEC_OF_TYPE:
+        return None
+    for ancestor in kind.__mro__:
+        codec = CODEC_OF_TYPE.get(ancestor)
+        if codec is not None:
+            return codec
+    return None
+
+
+class CompiledState(NamedTuple):
+    """What the compiled loop (``_fastwrite.write_graph``) works on, handed over explicitly.
+
+    It writes records into ``buffer`` (the sink's, drained by ``drain`` once it holds
+    ``target`` bytes), numbers objects from ``count``, keeps the two memos' ``entries`` in
+    their documented layout (see :mod:`.memo`), mirrors its frames on ``stack`` (placeholder
+    :class:`_Frame` objects, so that errors raised in Python name the path) and, with
+    ``referenced=False``, the ids in ``active``. It numbers objects on from ``indexed``. Every
+    value it does not write itself goes to ``write_nested(value, count) -> count``;
+    ``set_count`` takes its count when it returns.
+    """
+
+    buffer: bytearray
+    drain: Callable[[], None]
+    target: int
+    referenced: bool
+    indexed: int  # indices handed out so far (the writer's count)
+    memo: IdentityMemo  # tables, objects, functions, tensors -> index
+    memo_entries: dict[int, tuple[Any, Any]]
+    storages: IdentityMemo  # storage roots -> index
+    storage_entries: dict[int, tuple[Any, Any]]
+    stack: list[_Frame]
+    active: set[int]
+    write_nested: Callable[[Any, int], int]
+    set_count: Callable[[int], None]
+    class_header: Callable[[str, int | float], bytes]
+    tensor_headers: tuple[bytes | None, ...]  # per element type, in _FAST_ELEMENTS order
+    storage_headers: tuple[bytes | None, ...]
+    long_size: int
+    threshold: int  # strings and arrays from this size go through Python (write_large)
+
+
+class WriterHooks(NamedTuple):
+    """Set up once: the frame type it mirrors and its label slot, the label of keys, and the
+    memo's ``forget`` (for the weak references it makes)."""
+
+    frame_type: type[_Frame]
+    frame_label: MemberDescriptorType
+    key_label: object
+    forget: Callable[[Any, int], None]
 
 
 def _lua_number_text(value: int | float) -> bytes:
@@ -423,4 +550,4 @@ def _lua_number_text(value: int | float) -> bytes:
 
 
 if _FAST is not None:
-    _FAST.setup(_Frame, _KEY, LuaTable, TorchObject, _CLASS_OF_ROOT)
+    _FAST.setup(native_layout(), WriterHooks(_Frame, vars(_Frame)["label"], _KEY, forget))

@@ -36,11 +36,20 @@ class ChunkSource(Protocol):
 
 
 def root_of(array: Array) -> Array:
-    """The ndarray that owns (or first wraps) the memory ``array`` views."""
+    """The ndarray that owns (or first wraps) the memory ``array`` views.
+
+    The views of ``np.lib.stride_tricks`` (``as_strided``, ``sliding_window_view``) hang from
+    a wrapper object whose own ``base`` is the array they view: they are followed through it.
+    """
     root = array
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    return root
+    while True:
+        base = root.base
+        if not isinstance(base, np.ndarray):
+            inner = getattr(base, "base", None)
+            if not (isinstance(inner, np.ndarray) and hasattr(base, "__array_interface__")):
+                return root
+            base = inner
+        root = base
 
 
 def address_of(array: Array) -> int:

@@ -306,49 +306,33 @@ class FrameDecoder(BinaryDecoder):
             if last > first:
                 self._map.madvise(mmap.MADV_DONTNEED, first, last - first)
 
-    # Every read makes its bytes ready, then lets the plain decoder do the rest (including its
-    # checks and errors, which then speak of the plain stream).
+    # The grammar (spec/grammar.py) reads a record part by part and asks each primitive for an
+    # exact number of bytes; each makes just those bytes ready, then lets the plain decoder do
+    # the rest (including its checks and errors, which then speak of the plain stream).
+
+    def _ahead(self, nbytes: int) -> None:
+        if 0 < nbytes <= self.remaining():
+            self._ready(self.pos, self.pos + nbytes)
 
     def read_int(self) -> int:
-        self._ready(self.pos, self.pos + 4)
+        self._ahead(4)
         return super().read_int()
 
     def read_long(self) -> int:
-        self._ready(self.pos, self.pos + self.long_size)
+        self._ahead(self.long_size)
         return super().read_long()
 
     def read_longs(self, count: int) -> tuple[int, ...]:
-        if 0 < count * self.long_size <= self.remaining():
-            self._ready(self.pos, self.pos + count * self.long_size)
+        self._ahead(count * self.long_size)
         return super().read_longs(count)
 
     def read_double(self) -> float:
-        self._ready(self.pos, self.pos + 8)
+        self._ahead(8)
         return super().read_double()
 
     def read_raw(self, count: int) -> bytes:
-        if 0 < count <= min(self.max_string, self.remaining()):
-            self._ready(self.pos, self.pos + count)
+        self._ahead(count)
         return super().read_raw(count)
-
-    def read_string(self) -> bytes:
-        pos = self.pos
-        self._ready(pos, pos + 4)
-        if pos + 4 <= self.size:
-            count = int.from_bytes(self._map[pos : pos + 4], "little", signed=True)
-            if 0 < count <= min(self.max_string, self.size - pos - 4):
-                self._ready(pos, pos + 4 + count)
-        return super().read_string()
-
-    def read_geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-        pos = self.pos
-        self._ready(pos, pos + 4)
-        if pos + 4 <= self.size:
-            ndim = int.from_bytes(self._map[pos : pos + 4], "little", signed=True)
-            need = (2 * ndim + 1) * self.long_size
-            if ndim >= 0 and need <= self.size - pos - 4:
-                self._ready(pos, pos + 4 + need)
-        return super().read_geometry()
 
     def read_array(self, element: ElementType, count: int) -> Any:
         """A :class:`LazyStorage` for the elements; they are checked to exist, not read."""

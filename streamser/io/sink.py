@@ -41,6 +41,11 @@ class Sink:
         self._drained = 0  # bytes handed to the target so far
 
     @property
+    def target(self) -> int:
+        """Bytes gathered before the buffer is drained (the compiled writer is told)."""
+        return self._target
+
+    @property
     def written(self) -> int:
         """Bytes accepted so far, buffered or not."""
         return self._drained + len(self.buffer)

@@ -172,16 +172,16 @@ class MultipartUpload:
             self._pool = None
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
-        """One S3 call; a failure of the client (botocore's own errors) becomes an OSError,
-        as s3fs makes of the server's."""
+        """One S3 call; any failure (the server's, which s3fs makes an OSError, or the client's
+        own) becomes an OSError that names the call and the object."""
         try:
             result: dict[str, Any] = self._fs.call_s3(
                 method, Bucket=self._bucket, Key=self._key, **kwargs
             )
-        except OSError:
-            raise
         except Exception as exc:
-            raise OSError(f"{method} of s3://{self._bucket}/{self._key} failed: {exc}") from exc
+            errno = exc.errno if isinstance(exc, OSError) else None
+            where = f"{method} of s3://{self._bucket}/{self._key} failed: {exc}"
+            raise OSError(errno, where) if errno else OSError(where) from exc
         return result
 
 

@@ -42,3 +42,11 @@ def limit_error(what: str, keyword: str, limit: int, at: int) -> LimitError:
     return LimitError(
         f"{what} is over {keyword}={limit:,}; pass a larger {keyword}= if the file is trusted", at
     )
+
+
+def depth_error(limit: int, at: int) -> LimitError:
+    return LimitError(
+        f"values nest deeper than max_depth={limit}; pass a larger max_depth= if the file is "
+        "trusted",
+        at,
+    )

@@ -108,7 +108,9 @@ class TensorAdapter:
     """Writes torch tensors through one writer, deciding each one's Torch7 layout."""
 
     def __init__(self, writer: GraphWriter) -> None:
-        self._writer = writer
+        # A proxy: the adapter is kept per writer in a weak-keyed table, and a strong reference
+        # back to its key would keep every writer (and all it memoised) alive for ever.
+        self._writer: GraphWriter = weakref.proxy(writer)
         self._dtypes = IdentityMemo()  # torch storage -> dtype its Torch7 storage is written as
 
     def __call__(self, value: torch.Tensor) -> None:
@@ -190,10 +192,9 @@ def _typename(dtype: torch.dtype) -> str:
 
 
 def _strides(tensor: torch.Tensor) -> tuple[int, ...]:
-    """``tensor``'s strides, a size-1 dimension's made contiguous as the numpy writer does."""
-    contiguous = contiguous_strides(tuple(tensor.shape))
-    pairs = zip(tensor.shape, tensor.stride(), contiguous, strict=True)
-    return tuple(usual if size == 1 else stride for size, stride, usual in pairs)
+    """``tensor``'s strides as it has them, a size-1 dimension's included (Torch7 keeps any
+    stride a view had, and so does the numpy writer)."""
+    return tuple(tensor.stride())
 
 
 def _storage_of(tensor: torch.Tensor) -> Any:

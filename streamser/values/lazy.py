@@ -271,6 +271,8 @@ def _slots(item: Any) -> list[Any] | None:
         return [item.fields]
     if isinstance(item, LuaFunction):
         return [item.upvalues]
+    if isinstance(item, list):  # tds.Vec (values.classes), or a list made in Python
+        return list(item)
     if isinstance(item, (LazyArray, Storage)):
         return []
     return None
@@ -294,6 +296,8 @@ class _Copy:
             else:
                 new[self.key] = copied
                 self.key = _END
+        elif isinstance(new, list):
+            new.append(copied)
         elif isinstance(new, TorchObject):
             new.fields = copied
         else:
@@ -309,8 +313,8 @@ def _copy_graph(value: Any, leaf: Callable[[Any], Any]) -> Any:
         if found is not _END:
             return found, None
         new: Any
-        if isinstance(item, LuaTable):
-            new = LuaTable()
+        if isinstance(item, (LuaTable, list)):
+            new = type(item)()  # a tds.Hash or tds.Vec stays one
         elif isinstance(item, TorchObject):
             new = TorchObject(item.typename, None, item.version)
         elif isinstance(item, LuaFunction):

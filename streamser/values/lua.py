@@ -16,9 +16,10 @@ from __future__ import annotations
 import gc
 import numbers
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from typing import Any
+from types import MemberDescriptorType
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -354,3 +355,43 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+class NativeLayout(NamedTuple):
+    """What the compiled loops (``_fastread.c``, ``_fastwrite.c``) touch directly, named once.
+
+    They build and read these values at C speed through the ``__slots__`` members below (each a
+    member descriptor, whose offset C uses), and call the helpers for the rare cases. Nothing
+    else of this module's private layout is visible to them: renaming a slot here changes what
+    :func:`native_layout` hands over, and a missing one fails at import, in Python.
+    """
+
+    table_type: type[LuaTable]
+    table_entries: MemberDescriptorType  # LuaTable._entries: dict hashed key -> (key, value)
+    object_type: type[TorchObject]
+    object_typename: MemberDescriptorType
+    object_version: MemberDescriptorType
+    object_fields: MemberDescriptorType
+    storage_type: type[Storage]
+    storage_array: MemberDescriptorType
+    storage_typename: MemberDescriptorType
+    hash_key: Callable[[Any], Any]  # the dict key of a Lua key (_hash_key)
+    remember_class: Callable[[Any, TorchClass], None]
+    class_of_root: dict[int, Any]  # roots with a CUDA class (non-empty: look before writing)
+
+
+def _slot(cls: type, name: str) -> MemberDescriptorType:
+    descriptor = vars(cls)[name]
+    if not isinstance(descriptor, MemberDescriptorType):
+        raise TypeError(f"{cls.__name__}.{name} is not a slot")
+    return descriptor
+
+
+def native_layout() -> NativeLayout:
+    return NativeLayout(
+        LuaTable, _slot(LuaTable, "_entries"),
+        TorchObject, _slot(TorchObject, "typename"), _slot(TorchObject, "version"),
+        _slot(TorchObject, "fields"),
+        Storage, _slot(Storage, "array"), _slot(Storage, "typename"),
+        _hash_key, remember_class, _CLASS_OF_ROOT,
+    )  # fmt: skip

@@ -8,6 +8,11 @@ Writing: an array's storage is the memory of its *root* array (the ndarray at th
 ``.base`` chain). Arrays that are views of one root with the same dtype become tensors of ONE
 storage with their own offsets and strides, as Torch7 would write them; anything else (a dtype
 view, negative or unaligned strides, ``compact=True``) is written as its own compact storage.
+
+Geometry is exact both ways: a tensor is read as a view with Torch's strides, every dimension
+included, and an array is written with its own strides wherever Torch could have them (any
+non-negative multiple of the element size; a size-1 dimension keeps whatever stride it has, as
+``narrow``, ``select`` and ``view`` leave it in Torch), so a file round-trips byte for byte.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ def tensor_view(
         if size < 0 or stride < 0:
             raise FormatError(f"negative tensor size or stride in {sizes} / {strides}", at)
         last += (size - 1) * stride
-        if stride != expected and size != 1:
+        if stride != expected:  # a size-1 dimension keeps its stride too: exact geometry
             contiguous = False
         expected *= size
     itemsize = storage.dtype.itemsize
@@ -169,7 +174,9 @@ def layout_of(array: Array, *, compact: bool = False, addresses: Any = None) -> 
         cls = class_for_array(array, element, tensor=True)
         if array.size == 0:
             return TensorLayout(cls, (), (), 0, None, None)
-        return TensorLayout(cls, array.shape, contiguous_strides(array.shape), 0, array, array)
+        geometry = _view_geometry(array, 0)
+        strides = geometry[0] if geometry else contiguous_strides(array.shape)
+        return TensorLayout(cls, array.shape, strides, 0, array, array)
     root = root_of(array)
     cls = class_for_array(root, element, tensor=True)
     flat = None if compact else _flat_memory(root)
@@ -207,12 +214,12 @@ def _view_geometry(array: Array, delta: int) -> tuple[tuple[int, ...], int] | No
     strides = []
     contiguous = 1
     for size, stride in zip(reversed(array.shape), reversed(array.strides), strict=True):
-        if size == 1:
-            strides.append(contiguous)  # any stride is valid for a size-1 dimension
-        elif stride < 0 or stride % itemsize:
-            return None
+        if stride >= 0 and stride % itemsize == 0:
+            strides.append(stride // itemsize)  # as the view has it, size-1 dimensions too
+        elif size == 1:
+            strides.append(contiguous)  # a stride Torch cannot have: any is valid here
         else:
-            strides.append(stride // itemsize)
+            return None
         contiguous *= size
     return tuple(reversed(strides)), delta // itemsize
 
