@@ -27,6 +27,7 @@ from .graph.opening import open_reading
 from .io.arrays import address_of
 from .io.inputs import name_of
 from .io.ranged import RangeOptions
+from .portable import T7Tensor
 from .spec.format import Format
 from .spec.limits import Limits
 from .values.lazy import LazyArray, LazyStorage, materialize
@@ -36,10 +37,19 @@ _MISSING = paths.MISSING
 
 
 class TensorSlice:
-    """One tensor of an open file; indexing it reads only the elements asked for."""
+    """One tensor of an open file; indexing it reads only the elements asked for.
 
-    def __init__(self, array: np.ndarray[Any, Any] | LazyArray) -> None:
+    It reads like an array (``shape``, ``dtype``, ``ndim``, slices), so it can be the source
+    of ``dask.array.from_array``; it pickles as a :class:`~streamser.portable.T7Tensor` (the
+    file, the tensor's path and its geometry, not its data) when the file can be opened again
+    by its path or URL, and as its values otherwise.
+    """
+
+    def __init__(
+        self, array: np.ndarray[Any, Any] | LazyArray, origin: Origin | None = None
+    ) -> None:
         self._array = array
+        self._origin = origin
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -49,6 +59,18 @@ class TensorSlice:
     def dtype(self) -> np.dtype[Any]:
         dtype: np.dtype[Any] = self._array.dtype
         return dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._array.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self._array.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
 
     def __len__(self) -> int:
         return int(self._array.shape[0]) if self._array.ndim else 0
@@ -64,6 +86,17 @@ class TensorSlice:
         if isinstance(self._array, LazyArray):  # read once; the result is already new
             return self._array.__array__(dtype)
         return np.array(self._array, dtype=dtype)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._origin is None:  # a file object: the values themselves
+            return (TensorSlice, (np.asarray(self),))
+        source, tensor_path, options = self._origin
+        return (T7Tensor, (source, tensor_path, self.shape, self.dtype, options))
+
+
+# How to find a tensor again in another process: the file's path or URL, the tensor's path, and
+# the options the file was opened with.
+Origin = tuple[Any, "str | tuple[Any, ...]", dict[str, Any]]
 
 
 class T7File:
@@ -81,6 +114,18 @@ class T7File:
         **limits: int,
     ) -> None:
         self.path = name_of(path)
+        options: dict[str, Any] = {
+            "format": format,
+            "referenced": referenced,
+            "storage_options": storage_options,
+            "block_size": block_size,
+            "max_concurrency": max_concurrency,
+            **limits,
+        }
+        # How another process opens this file again (a file object cannot be).
+        self._reopen: tuple[Any, dict[str, Any]] | None = None
+        if isinstance(path, (str, os.PathLike)):
+            self._reopen = (path, {k: v for k, v in options.items() if v is not None})
         opened = open_reading(
             path,
             format,
@@ -180,7 +225,8 @@ class T7File:
             value = LazyArray(value, value.shape, (1,), 0)
         if not isinstance(value, (np.ndarray, LazyArray)):
             raise TypeError(f"{path!r} is a {type(value).__name__}, not a tensor")
-        return TensorSlice(value)
+        origin = None if self._reopen is None else (self._reopen[0], path, self._reopen[1])
+        return TensorSlice(value, origin)
 
     def arrays(self) -> Iterator[tuple[str, np.ndarray[Any, Any]]]:
         """Every distinct tensor and standalone storage with its path (as :meth:`tensors`

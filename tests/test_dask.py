@@ -7,6 +7,7 @@ bytes, whatever the tensor's size); the reduction over a remote checkpoint runs 
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,35 @@ def test_lazy_tensor_of_a_url_pickles_as_source_and_geometry() -> None:
     array = da.from_array(lazy, chunks=(64, 7, 5), asarray=True)
     with dask.config.set(scheduler="threads"):
         assert np.allclose(array.sum().compute(), value["decoder"]["weight"].sum())
+
+
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_get_slice_of_a_local_file_is_a_dask_source_and_pickles_as_source(
+    tmp_path: Path, compress: str | None
+) -> None:
+    """``f.get_slice(p)`` of a mapped (or compressed) local file: ``ndim`` and slices for
+    ``from_array``, and a pickle that names the file, not the 84 KB of data."""
+    value = _checkpoint()
+    path = tmp_path / "model.t7"
+    streamser.save(path, value, compress=compress)
+    expected = value["decoder"]["weight"]
+    with streamser.open(path) as f:
+        piece = f.get_slice("decoder.weight")
+    assert (piece.ndim, piece.size, piece.nbytes) == (3, expected.size, expected.nbytes)
+    shipped = pickle.dumps(piece)
+    assert len(shipped) < 600
+    again = pickle.loads(shipped)
+    assert isinstance(again, T7Tensor)
+    assert np.array_equal(again[7:9], expected[7:9])
+    array = da.from_array(piece, chunks=(64, 7, 5), asarray=False)
+    with dask.config.set(scheduler="processes", num_workers=2):
+        assert np.allclose(array.sum().compute(), expected.sum())
+
+
+def test_get_slice_of_a_file_object_pickles_its_values() -> None:
+    """A file object cannot be opened again by another process: the slice ships its values."""
+    value = _checkpoint()
+    with streamser.open(io.BytesIO(streamser.serialize(value))) as f:
+        piece = f.get_slice("steps")
+    again = pickle.loads(pickle.dumps(piece))
+    assert np.array_equal(np.asarray(again), value["steps"])
