@@ -155,3 +155,42 @@ def test_tensor_view_checks_the_extent() -> None:
     assert tensor_view(storage, (), (), 3, 0).shape == (0,)
     assert check_extent(10, (2, 3), (3, 1), 4, 0) == (4, 10)
     assert check_extent(10, (0, 3), (3, 1), 4, 0) == (4, 4)
+
+
+_HUGE = 1 << 40  # elements: 4 TiB of float32 if a view were ever written as it shows
+
+
+def _repeats() -> list[tuple[str, np.ndarray[Any, Any]]]:
+    one = np.array([2.5], np.float32)
+    return [
+        ("as_strided", np.lib.stride_tricks.as_strided(one, shape=(_HUGE,), strides=(0,))),
+        ("foreign buffer", np.ndarray((_HUGE,), np.float32, buffer=bytearray(4), strides=(0,))),
+        ("broadcast rows", np.broadcast_to(np.arange(4, dtype=np.float32), (_HUGE // 4, 4))),
+        ("reversed rows", np.broadcast_to(np.arange(4, dtype=np.float32)[::-1], (_HUGE // 4, 4))),
+    ]
+
+
+@pytest.mark.parametrize("compact", [False, True])
+@pytest.mark.parametrize(("name", "view"), _repeats())
+def test_a_view_that_repeats_memory_is_written_as_the_memory_it_covers(
+    name: str, view: np.ndarray[Any, Any], compact: bool
+) -> None:
+    """A stride-0 view of 2**40 elements is written over the few elements it covers, in any
+    mode (``compact`` included) and whatever owns its memory: never expanded."""
+    data = streamser.serialize({"v": view}, compact=compact)
+    assert len(data) < 300, name
+    back = streamser.deserialize(data)["v"]
+    assert back.shape == view.shape
+    assert 0 in back.strides
+    probe = tuple(min(n - 1, 123_456_789) for n in view.shape)
+    assert back[probe] == view[probe]
+    assert np.array_equal(back[:3], view[:3])
+    assert np.array_equal(back[-3:], view[-3:])
+
+
+def test_overlapping_windows_are_written_over_the_memory_they_cover() -> None:
+    windows = np.lib.stride_tricks.sliding_window_view(np.arange(1000.0), 100)  # 90,100 shown
+    for compact in (False, True):
+        data = streamser.serialize(windows, compact=compact)
+        assert len(data) < 1000 * 8 + 200
+        assert np.array_equal(streamser.deserialize(data), windows)

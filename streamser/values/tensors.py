@@ -192,7 +192,45 @@ def layout_of(array: Array, *, compact: bool = False, addresses: Any = None) -> 
         if geometry is not None:
             strides, offset = geometry
             return TensorLayout(cls, array.shape, strides, offset, root, flat)
+    return _own_storage(array, cls)
+
+
+def _own_storage(array: Array, cls: TorchClass) -> TensorLayout:
+    """``array`` as a tensor of a storage of its own (``compact``, or no flat root to view).
+
+    Normally a contiguous copy of what it shows. A view that shows memory more than once (a
+    stride-0 broadcast, overlapping windows) keeps its strides over just the memory it covers
+    instead, so that a broadcast of one float to 2**40 elements writes one float, not 4 TiB.
+    """
+    span = _span(array)
+    if span is not None and span < array.size:
+        itemsize = array.itemsize
+        covered = np.lib.stride_tricks.as_strided(array, shape=(span,), strides=(itemsize,))
+        strides = tuple(stride // itemsize for stride in array.strides)
+        return TensorLayout(cls, array.shape, strides, 0, covered, covered)
+    repeated = tuple(
+        i for i, (n, s) in enumerate(zip(array.shape, array.strides, strict=True)) if s == 0 < n - 1
+    )
+    if repeated:  # negative or unaligned strides beside the repeats: copy one of each repeat
+        one = array[tuple(slice(0, 1) if i in repeated else slice(None) for i in range(array.ndim))]
+        copy = np.ascontiguousarray(one).reshape(-1)
+        strides = tuple(
+            0 if i in repeated else stride for i, stride in enumerate(contiguous_strides(one.shape))
+        )
+        return TensorLayout(cls, array.shape, strides, 0, copy, copy)
     return TensorLayout(cls, array.shape, contiguous_strides(array.shape), 0, array, array)
+
+
+def _span(array: Array) -> int | None:
+    """Elements from ``array``'s first to its last, in memory; None when a stride is negative
+    or not a whole number of elements (Torch strides cannot say those)."""
+    itemsize = array.itemsize
+    span = 1
+    for size, stride in zip(array.shape, array.strides, strict=True):
+        if stride < 0 or stride % itemsize:
+            return None
+        span += (size - 1) * (stride // itemsize)
+    return span
 
 
 def _root_address(root: Array, addresses: Any) -> int:
