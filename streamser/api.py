@@ -10,16 +10,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .graph.loading import read_buffer
-from .io.atomic import replacing
-from .io.compression import SeekableZstdWriter
 from .io.mapping import buffer_of
 from .io.sink import writer_for
-from .spec.format import get_format
-from .spec.limits import Limits
-from .streams import Writer
+
+# The reader, the writer and the format tables are imported on first use: ``import streamser``
+# then costs little more than ``import numpy`` (each later call finds them in sys.modules).
+if TYPE_CHECKING:
+    from .io.compression import SeekableZstdWriter
 
 PathLike = str | os.PathLike[str]
 
@@ -42,6 +41,9 @@ def load(
     ``limits`` override the bounds of :class:`~streamser.spec.limits.Limits` (``max_depth``,
     ``max_string``, ``max_table``, ``max_objects``, ``max_decompressed``).
     """
+    from .graph.loading import read_buffer
+    from .spec.limits import Limits
+
     bounds = Limits.from_keywords(**limits)
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as fileobj:
@@ -62,6 +64,9 @@ def deserialize(
     Binary tensors are zero-copy views of ``data`` (read-only when ``data`` is ``bytes``);
     zstd-compressed data is recognised by its magic number. ``limits`` as for :func:`load`.
     """
+    from .graph.loading import read_buffer
+    from .spec.limits import Limits
+
     bounds = Limits.from_keywords(**limits)
     return read_buffer(data, 0, format, referenced=referenced, limits=bounds).value
 
@@ -143,6 +148,8 @@ def save(
     never changed. ``compress="zstd"`` wraps the exact bytes in the seekable zstd format
     (``level``; ``threads`` frames compressed at once); ``zstd -d`` restores the plain file.
     """
+    from .spec.format import get_format
+
     get_format(format)
     options: dict[str, Any] = {"compact": compact, "serial": serial, "hook": hook, "cast": cast}
     if not isinstance(target, (str, os.PathLike)):
@@ -151,6 +158,8 @@ def save(
             sink = _compressor(compress, writer_for(target), level, threads)
         _write_through(sink, value, format, referenced, options)
         return
+    from .io.atomic import replacing
+
     with replacing(Path(target)) as raw:
         sink = raw
         if compress is not None:
@@ -163,6 +172,8 @@ def _compressor(
 ) -> SeekableZstdWriter:
     if compress != "zstd":
         raise ValueError(f"compress must be None or 'zstd', not {compress!r}")
+    from .io.compression import SeekableZstdWriter
+
     return SeekableZstdWriter(write, level=level, threads=threads)
 
 
@@ -170,6 +181,9 @@ def _write_through(
     target: Any, value: Any, format: str, referenced: bool, options: dict[str, Any]
 ) -> None:
     """Write ``value`` to ``target``; a compressor is closed (seek table) only on success."""
+    from .io.compression import SeekableZstdWriter
+    from .streams import Writer
+
     try:
         with Writer(target, format, referenced=referenced, **options) as writer:
             writer.write_object(value)

@@ -13,7 +13,7 @@ import builtins
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,12 +24,14 @@ from .graph.walk import walk
 from .io.arrays import address_of, root_of
 from .io.compression import is_zstd
 from .io.mapping import buffer_of
-from .io.seekable import FrameSource
 from .spec.format import Format, element_of
 from .spec.limits import Limits
 from .values.lazy import LazyArray, LazyStorage, materialize
 from .values.lua import LuaTable, Storage, TorchObject
 from .values.tensors import class_for_array
+
+if TYPE_CHECKING:  # imported on first use, with zstandard
+    from .io.seekable import FrameSource
 
 _MISSING = object()
 

@@ -9,17 +9,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..codecs import BinaryDecoder, decoder_for
 from ..errors import AmbiguousFormatError, FormatError
 from ..io.compression import decompress, is_zstd, read_seek_table
 from ..io.mapping import parsing
-from ..io.seekable import FrameDecoder, FrameSource
 from ..spec.detect import sniff_ascii
 from ..spec.format import FORMATS, Format, get_format
 from ..spec.limits import Limits
 from .reader import GraphReader
+
+if TYPE_CHECKING:  # imported on first use, with zstandard
+    from ..io.seekable import FrameDecoder, FrameSource
 
 
 def read_buffer(
@@ -115,6 +117,8 @@ def read_lazily(
     returned :class:`FrameSource`. None when the input cannot be read that way (no seek table,
     or ascii inside): the caller decompresses it whole instead.
     """
+    from ..io.seekable import FrameDecoder, FrameSource
+
     view = memoryview(buffer).cast("B")[start:]
     entries = read_seek_table(view)
     if entries is None:
