@@ -9,9 +9,11 @@ error (class, message, byte offset). Each test runs with the loops as built, the
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import tracemalloc
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,6 +71,16 @@ def test_the_compiled_loops_are_built() -> None:
     else:
         assert compiled("_fastascii") is not None
         assert ascii_codec._FAST is not None
+
+
+def test_the_power_table_is_what_its_generator_writes() -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gen_pow10.py"
+    spec = importlib.util.spec_from_file_location("gen_pow10", script)
+    assert spec is not None
+    assert spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    assert generator.HEADER.read_text() == generator.render()
 
 
 # --- printing ---------------------------------------------------------------------------------
