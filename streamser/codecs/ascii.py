@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, LimitError, TruncatedError
-from ..io.arrays import byte_view, iter_chunks
+from ..io.arrays import ChunkedArray, byte_view, chunks_of
 from ..io.sink import Sink
 from ..spec.format import ElementType
 from ..speedups import compiled
@@ -306,21 +306,27 @@ class AsciiEncoder:
             self.sink.write(data)
             self.sink.write(b"\n")
 
-    def write_array(self, element: ElementType, data: np.ndarray[Any, Any]) -> None:
+    def write_array(self, element: ElementType, data: np.ndarray[Any, Any] | ChunkedArray) -> None:
+        """The elements on one line; a :class:`ChunkedArray` is read a chunk at a time."""
         if data.size == 0:
             return
         if element.is_raw:
-            for chunk in iter_chunks(data, CHUNK_BYTES):
+            for chunk in chunks_of(data, CHUNK_BYTES):
+                if chunk.dtype != element.dtype:  # a cast to Byte or Char: the new type's bytes
+                    chunk = convert_chunk(chunk, element.dtype)
                 self.sink.write_large(byte_view(chunk))
+                del chunk  # a chunk read from a file is freed before the next one is read
         else:
             self._write_numbers(element, data)
         self.sink.write(b"\n")
 
-    def _write_numbers(self, element: ElementType, data: np.ndarray[Any, Any]) -> None:
+    def _write_numbers(
+        self, element: ElementType, data: np.ndarray[Any, Any] | ChunkedArray
+    ) -> None:
         """The elements on one line, separated by spaces, formatted in bounded chunks."""
         fast = _FAST
-        step = (_FORMAT_CHUNK if fast is None else _FAST_FORMAT_CHUNK) * data.itemsize
-        for index, chunk in enumerate(iter_chunks(data, step)):
+        step = (_FORMAT_CHUNK if fast is None else _FAST_FORMAT_CHUNK) * data.dtype.itemsize
+        for index, chunk in enumerate(chunks_of(data, step)):
             if (chunk.dtype.kind, chunk.itemsize) != (element.dtype.kind, element.itemsize):
                 chunk = convert_chunk(chunk, element.dtype)  # a cast: print the new type
             if index:

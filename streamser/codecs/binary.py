@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, LimitError, TruncatedError, UnsupportedValueError
-from ..io.arrays import byte_view, file_region, iter_chunks
+from ..io.arrays import ChunkedArray, byte_view, chunks_of, file_region
 from ..io.sink import DIRECT_THRESHOLD, Sink
 from ..spec.format import INT32_MAX, INT32_MIN, ElementType
 from .convert import convert_chunk
@@ -257,10 +257,11 @@ class BinaryEncoder:
         """Let the sink drain what has gathered (called once per value by the graph writer)."""
         self.sink.settle()
 
-    def write_array(self, element: ElementType, data: np.ndarray[Any, Any]) -> None:
-        """Write ``data``'s elements in C order, converting in bounded chunks if needed."""
+    def write_array(self, element: ElementType, data: np.ndarray[Any, Any] | ChunkedArray) -> None:
+        """Write ``data``'s elements in C order, converting in bounded chunks if needed; a
+        :class:`ChunkedArray` (a lazily read storage) is read and written a chunk at a time."""
         dtype = element.file_dtype(self.long_size)
-        if data.dtype == dtype and data.flags.c_contiguous:
+        if isinstance(data, np.ndarray) and data.dtype == dtype and data.flags.c_contiguous:
             if data.nbytes < CHUNK_BYTES:
                 self.sink.write_large(byte_view(data))  # the common small case: no chunking
                 return
@@ -271,7 +272,8 @@ class BinaryEncoder:
                 for start in range(0, rest.nbytes, CHUNK_BYTES):
                     self.sink.write_large(rest[start : start + CHUNK_BYTES])
                 return
-        for chunk in iter_chunks(data, CHUNK_BYTES):
+        for chunk in chunks_of(data, CHUNK_BYTES):
             if chunk.dtype != dtype:  # byte order, a cast, or b32 Longs keeping their low 32 bits
                 chunk = convert_chunk(chunk, dtype)
             self.sink.write_large(byte_view(chunk))
+            del chunk  # a chunk read from a file is freed before the next one is read

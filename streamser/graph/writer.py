@@ -40,6 +40,7 @@ from ..spec.format import (
     element_of,
 )
 from ..speedups import compiled
+from ..values.lazy import LazyArray, LazyStorage
 from ..values.lua import (
     _CLASS_OF_ROOT,
     LuaFunction,
@@ -49,7 +50,7 @@ from ..values.lua import (
     TorchObject,
     gc_paused,
 )
-from ..values.tensors import layout_of
+from ..values.tensors import class_for_array, contiguous_strides, layout_of
 from .memo import IdentityMemo
 
 # The compiled loop, or None for pure Python (set it to None to compare the two).
@@ -129,8 +130,9 @@ class GraphWriter:
             TorchObject: self._write_torch_object,
             TableStream: self._write_table_stream,
             LuaFunction: self._write_function,
-            Storage: self._write_storage_value,
+            Storage: self._write_any_storage,
             np.ndarray: self._write_tensor,
+            LazyArray: self._write_lazy_tensor,
         }
 
     # --- the machine ------------------------------------------------------------------------
@@ -398,11 +400,65 @@ class GraphWriter:
             cls = self.cast(cls)
         self._write_storage(root if whole else array, array, cls)
 
+    # Tensors and storages of a compressed file read lazily (streamser.open): written exactly as
+    # their arrays would be once read in full (materialize(..., whole=True)), but streamed from
+    # the file a chunk at a time, so that converting a compressed file never holds a storage.
+
+    def _write_any_storage(self, value: Storage) -> None:
+        if isinstance(value.array, LazyStorage):
+            self._write_lazy_storage(value)
+        else:
+            self._write_storage_value(value)
+
+    def _write_lazy_storage(self, value: Storage) -> None:
+        cls = CLASSES[value.typename]
+        storage: Any = value.array  # a LazyStorage: its identity is the storage's
+        self._write_storage(storage, storage, cls if self.cast is None else self.cast(cls))
+
+    def _write_lazy_tensor(self, value: LazyArray) -> None:
+        storage: Any = value.storage
+        try:
+            element = element_of(storage.dtype)
+        except UnsupportedValueError as exc:
+            raise UnsupportedValueError(exc.message, self.path()) from None
+        if not self._begin(TAG_TORCH, self._original, self._memo):
+            return
+        cls = class_for_array(storage, element, tensor=True)  # a CUDA class is remembered
+        cls = cls if self.cast is None else self.cast(cls)
+        self._write_class_header(cls.typename, 1)
+        sizes, strides, offset, data = _lazy_layout(value, compact=self.compact)
+        self.encoder.write_geometry(sizes, strides, offset)
+        if data is None:
+            self.encoder.write_int(TAG_NIL)
+        else:
+            self._write_storage(data, data, CLASSES[cls.storage_typename])
+
     def _write_storage(self, key: Any, data: Array, cls: TorchClass) -> None:
         if self._begin(TAG_TORCH, key, self._storages):
             self._write_class_header(cls.typename, 1)
             self.encoder.write_long(int(data.size))
             self.encoder.write_array(cls.element, data)
+
+
+def _lazy_layout(
+    tensor: LazyArray, *, compact: bool
+) -> tuple[tuple[int, ...], tuple[int, ...], int, Any]:
+    """(sizes, strides, offset, storage or None) of a lazy tensor, as ``layout_of`` gives them
+    for the array it reads as: a size-1 dimension's stride is the contiguous one, a tensor
+    without elements keeps only its offset, and ``compact`` makes the elements a storage."""
+    storage = tensor.storage
+    if tensor.size == 0:
+        if compact or storage.count == 0 or tensor.offset > storage.count:
+            return (), (), 0, None
+        return (), (), tensor.offset, storage
+    if compact:
+        return tensor.shape, contiguous_strides(tensor.shape), 0, tensor
+    strides = []
+    step = 1
+    for size, stride in zip(reversed(tensor.shape), reversed(tensor.strides), strict=True):
+        strides.append(step if size == 1 else stride)
+        step *= size
+    return tensor.shape, tuple(reversed(strides)), tensor.offset, storage
 
 
 def _lua_number_text(value: int | float) -> bytes:

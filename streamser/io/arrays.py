@@ -8,11 +8,27 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 Array = np.ndarray[Any, Any]
+
+
+class ChunkedArray(Protocol):
+    """Elements read a piece at a time instead of held in memory (a storage or a tensor of a
+    lazily read compressed file): what the writer streams without reading it whole."""
+
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def chunks(self, max_bytes: int) -> Iterator[Array]:
+        """The elements in C order, as new contiguous 1-d arrays of at most about
+        ``max_bytes`` each."""
+        ...
 
 
 def root_of(array: Array) -> Array:
@@ -50,6 +66,14 @@ def byte_view(array: Array) -> memoryview:
     """The bytes of a contiguous array, without copying them."""
     view: memoryview = memoryview(array.data).cast("B")  # type: ignore[arg-type,unused-ignore]
     return view
+
+
+def chunks_of(data: Array | ChunkedArray, max_bytes: int) -> Iterator[Array]:
+    """C-order contiguous 1-d pieces of an array or of a :class:`ChunkedArray`, at most
+    about ``max_bytes`` each (see :func:`iter_chunks`), whichever ``data`` is."""
+    if isinstance(data, np.ndarray):
+        return iter_chunks(data, max_bytes)
+    return data.chunks(max_bytes)
 
 
 def iter_chunks(array: Array, max_bytes: int) -> Iterator[Array]:

@@ -26,6 +26,7 @@ import numpy as np
 from ..graph.memo import IdentityMemo
 from ..io.arrays import root_of
 from ..spec.format import element_of
+from ..values.lazy import LazyArray
 from ..values.lua import LuaTable, TorchObject, remember_class, remembered_class
 from ..values.tensors import empty_tensor
 
@@ -138,9 +139,10 @@ def serial_hook(mode: str) -> Callable[[Any], Any] | None:
     def empty_like(value: Any) -> Any:
         replacement = emptied.get(value)
         if replacement is None:
-            if isinstance(value, np.ndarray):
+            if isinstance(value, (np.ndarray, LazyArray)):  # lazy: of a compressed file
                 replacement = empty_tensor(element_of(value.dtype))
-                cls = remembered_class(root_of(value))
+                root: Any = value.storage if isinstance(value, LazyArray) else root_of(value)
+                cls = remembered_class(root)
                 if cls is not None:  # keep a CUDA class name
                     remember_class(replacement, cls)
             else:
@@ -158,7 +160,7 @@ def serial_hook(mode: str) -> Callable[[Any], Any] | None:
         stripped = LuaTable()
         for key, field in fields.items():
             if key in names and isinstance(key, str):
-                if isinstance(field, (np.ndarray, LuaTable, Mapping, list, tuple)):
+                if isinstance(field, (np.ndarray, LazyArray, LuaTable, Mapping, list, tuple)):
                     stripped[key] = empty_like(field)
                 # anything else is left out, as nn.utils.clear sets it to nil
             else:
