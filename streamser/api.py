@@ -29,6 +29,8 @@ def load(
     referenced: bool = True,
     *,
     mmap: bool = True,
+    populate: bool = False,
+    threads: int | None = None,
     **limits: int,
 ) -> Any:
     """Read one value from a ``.t7`` file (a path or a binary file object).
@@ -36,8 +38,12 @@ def load(
     ``format`` is ``"binary"``, ``"b64"``, ``"b32"`` or ``"ascii"``; None detects it. With
     ``mmap`` (the default) tensors of binary files are copy-on-write views of a mapping of the
     file: nothing of their data is read until touched, and writing to them never changes the
-    file. ``mmap=False`` reads the file into memory. zstd-compressed files are recognised by
-    their magic number and decompressed (into memory, at most ``max_decompressed`` bytes).
+    file; ``populate=True`` faults the whole mapping in at once, in parallel, for callers that
+    will touch every tensor. ``mmap=False`` reads the file into memory, a big file by several
+    threads at once. ``threads`` bounds those threads (None: ``STREAMSER_THREADS`` or up to 4;
+    1: none; files under 32 MiB are read by the calling thread alone). zstd-compressed files
+    are recognised by their magic number and decompressed (into memory, at most
+    ``max_decompressed`` bytes).
     ``limits`` override the bounds of :class:`~streamser.spec.limits.Limits` (``max_depth``,
     ``max_string``, ``max_table``, ``max_objects``, ``max_decompressed``).
     """
@@ -45,11 +51,12 @@ def load(
     from .spec.limits import Limits
 
     bounds = Limits.from_keywords(**limits)
+    options: dict[str, Any] = {"mmap": mmap, "threads": threads, "populate": populate}
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as fileobj:
-            buffer, start, _ = buffer_of(fileobj, mmap=mmap)
+            buffer, start, _ = buffer_of(fileobj, **options)
     else:
-        buffer, start, _ = buffer_of(source, mmap=mmap)
+        buffer, start, _ = buffer_of(source, **options)
     return read_buffer(buffer, start, format, referenced=referenced, limits=bounds).value
 
 
@@ -82,7 +89,7 @@ def serialize(
     cast: str | Mapping[str, str] | None = None,
     compress: str | None = None,
     level: int = 3,
-    threads: int = 1,
+    threads: int | None = None,
 ) -> bytes:
     """The bytes ``save`` would write, as ``torch.serialize`` returns them.
 
@@ -103,7 +110,7 @@ def serialize_pieces(
     *,
     compress: str | None = None,
     level: int = 3,
-    threads: int = 1,
+    threads: int | None = None,
     **options: Any,
 ) -> list[Any]:
     """The serialized bytes as a list of blocks and views of array memory, not yet joined."""
@@ -134,7 +141,7 @@ def save(
     cast: str | Mapping[str, str] | None = None,
     compress: str | None = None,
     level: int = 3,
-    threads: int = 1,
+    threads: int | None = None,
 ) -> None:
     """Write ``value`` as a ``.t7`` file (``format``: binary, ascii, b32 or b64).
 
@@ -147,11 +154,14 @@ def save(
     as other classes ("cpu", "float32", or a mapping of class names). The caller's objects are
     never changed. ``compress="zstd"`` wraps the exact bytes in the seekable zstd format
     (``level``; ``threads`` frames compressed at once); ``zstd -d`` restores the plain file.
+    Uncompressed, ``threads`` write each payload of 32 MiB or more at once, a range each. None
+    means ``STREAMSER_THREADS`` or up to 4 threads; 1 turns threads off.
     """
     from .spec.format import get_format
 
     get_format(format)
     options: dict[str, Any] = {"compact": compact, "serial": serial, "hook": hook, "cast": cast}
+    options["threads"] = threads
     if not isinstance(target, (str, os.PathLike)):
         sink: Any = target
         if compress is not None:
@@ -168,13 +178,14 @@ def save(
 
 
 def _compressor(
-    compress: str, write: Callable[[Any], object], level: int, threads: int
+    compress: str, write: Callable[[Any], object], level: int, threads: int | None
 ) -> SeekableZstdWriter:
     if compress != "zstd":
         raise ValueError(f"compress must be None or 'zstd', not {compress!r}")
     from .io.compression import SeekableZstdWriter
+    from .io.parallel import resolve_threads
 
-    return SeekableZstdWriter(write, level=level, threads=threads)
+    return SeekableZstdWriter(write, level=level, threads=resolve_threads(threads))
 
 
 def _write_through(
