@@ -57,9 +57,7 @@ def read_whole(fd: int, size: int, *, threads: int | None = None) -> Any:
     """
     if size == 0:
         return b""
-    buffer = _mmap.mmap(-1, size)
-    if size >= 1 << 22 and hasattr(_mmap, "MADV_HUGEPAGE"):
-        buffer.madvise(_mmap.MADV_HUGEPAGE)  # 2 MiB pages, as numpy asks for big arrays
+    buffer = _anonymous_memory(size)
     view = memoryview(buffer)
     reached: list[tuple[int, int, int]] = []  # (start, end, where reading stopped)
 
@@ -78,6 +76,21 @@ def read_whole(fd: int, size: int, *, threads: int | None = None) -> Any:
         if done < end:  # the file shrank while it was read: the bytes before the first gap
             return memoryview(buffer)[:done]
     return buffer
+
+
+def _anonymous_memory(size: int) -> Any:
+    """``size`` bytes of private memory that the kernel zero-fills as pages are first touched.
+
+    Private, not shared (``mmap``'s default would make it shmem: slower faults, no huge pages);
+    huge pages are asked for, as numpy does for big arrays. Where ``MAP_PRIVATE`` is missing
+    (Windows) an uninitialised numpy array serves.
+    """
+    if not hasattr(_mmap, "MAP_PRIVATE"):
+        return np.empty(size, dtype=np.uint8).data
+    memory = _mmap.mmap(-1, size, flags=_mmap.MAP_PRIVATE)
+    if size >= 1 << 22 and hasattr(_mmap, "MADV_HUGEPAGE"):
+        memory.madvise(_mmap.MADV_HUGEPAGE)
+    return memory
 
 
 def prefault(mapped: _mmap.mmap, *, threads: int | None = None) -> None:
