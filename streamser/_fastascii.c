@@ -201,9 +201,14 @@ static char *emit_g(char *p, uint64_t n, int x, int precision) {
 /* One double as Python's "%.<precision>g" prints it, NaN as "nan" / "-nan" by sign. */
 static char *format_double(char *p, double value, int precision) {
     if (signbit(value)) *p++ = '-';
-    if (isnan(value)) return memcpy(p, "nan", 3), p + 3;
-    if (isinf(value)) return memcpy(p, "inf", 3), p + 3;
-    if (value == 0.0) return *p++ = '0', p;
+    if (isnan(value) || isinf(value)) {
+        memcpy(p, isnan(value) ? "nan" : "inf", 3);
+        return p + 3;
+    }
+    if (value == 0.0) {
+        *p = '0';
+        return p + 1;
+    }
     uint64_t digits;
     int x;
     if (round_to_digits(fabs(value), precision, &digits, &x)) return emit_g(p, digits, x, precision);
@@ -345,25 +350,26 @@ static const char *parse_double(const char *p, const char *end, double *out) {
         if (isnan(special)) *out = copysign(NAN, negative ? -1.0 : 1.0);
         return p;
     }
+    /* The value is w * 10^scale, w holding the first 19 significant digits; `dropped` says
+       whether a non-zero digit came after them (then only the exact slow path will do). */
     uint64_t w = 0;
-    int significant = 0, dropped = 0, digits = 0, scale = 0;
-    while (p < end && *p >= '0' && *p <= '9') {
-        digits++;
-        if (w || *p != '0') {
-            if (significant < 19) w = w * 10 + (uint64_t)(*p - '0'), significant++;
-            else dropped |= *p != '0', scale++;
+    int significant = 0, dropped = 0, digits = 0, scale = 0, fraction = 0;
+    for (; p < end; p++) {
+        if (*p == '.' && !fraction) {
+            fraction = 1;
+            continue;
         }
-        p++;
-    }
-    if (p < end && *p == '.') {
-        p++;
-        while (p < end && *p >= '0' && *p <= '9') {
-            digits++;
-            if (w || *p != '0') {
-                if (significant < 19) w = w * 10 + (uint64_t)(*p - '0'), significant++, scale--;
-                else dropped |= *p != '0';
-            } else scale--;
-            p++;
+        if (*p < '0' || *p > '9') break;
+        digits++;
+        if (w == 0 && *p == '0') {
+            scale -= fraction; /* a leading zero: only its place counts */
+        } else if (significant < 19) {
+            w = w * 10 + (uint64_t)(*p - '0');
+            significant++;
+            scale -= fraction;
+        } else {
+            dropped |= *p != '0';
+            scale += !fraction;
         }
     }
     if (!digits) return NULL;

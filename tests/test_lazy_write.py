@@ -128,7 +128,7 @@ def test_converting_a_compressed_file_reads_a_chunk_at_a_time(tmp_path: Path) ->
     with streamser.open(source) as f:
         tracemalloc.start()
         try:
-            streamser.save(target, f.root, compress="zstd", level=1)
+            streamser.save(target, f.root, compress="zstd", level=1, threads=1)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
