@@ -141,9 +141,11 @@ class PositionalFile:
                 return None
         except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
             return None
-        import fcntl  # on first use (POSIX): whether writes go to the end whatever the offset
-
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
+        try:
+            import fcntl  # on first use (POSIX): do writes go to the end whatever the offset?
+        except ImportError:
+            return None
+        if not hasattr(os, "pwritev") or fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
             return None
         return cls(fileobj, fd)
 
