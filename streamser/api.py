@@ -154,14 +154,13 @@ def save(
     as other classes ("cpu", "float32", or a mapping of class names). The caller's objects are
     never changed. ``compress="zstd"`` wraps the exact bytes in the seekable zstd format
     (``level``; ``threads`` frames compressed at once); ``zstd -d`` restores the plain file.
-    Uncompressed, ``threads`` write each payload of 32 MiB or more at once, a range each. None
-    means ``STREAMSER_THREADS`` or up to 4 threads; 1 turns threads off.
+    ``threads=None`` means ``STREAMSER_THREADS`` or up to 4. (An uncompressed save is written by
+    one thread: Linux serialises buffered writes to one file, see :mod:`streamser.io.parallel`.)
     """
     from .spec.format import get_format
 
     get_format(format)
     options: dict[str, Any] = {"compact": compact, "serial": serial, "hook": hook, "cast": cast}
-    options["threads"] = threads
     if not isinstance(target, (str, os.PathLike)):
         sink: Any = target
         if compress is not None:

@@ -14,8 +14,7 @@ from .codecs import decoder_for, encoder_for
 from .graph.reader import GraphReader
 from .graph.writer import GraphWriter
 from .io.mapping import _seekable, buffer_of, parsing
-from .io.parallel import resolve_threads
-from .io.sink import PositionalFile, Sink, WriteTarget, raw_fd, writer_for
+from .io.sink import Sink, WriteTarget, raw_fd, writer_for
 from .spec.detect import sniff_ascii
 from .spec.format import FORMATS, Format, get_format
 from .spec.grammar import decode_string
@@ -126,8 +125,6 @@ class Writer:
     write in place of ``value`` (sharing stays keyed on the original, as in Torch7's
     ``writeObject``); ``cast`` writes tensors as other classes (see
     :func:`streamser.tools.cast.resolve_cast`). None of them changes the caller's objects.
-    ``threads`` write each payload of 32 MiB or more to a regular file at once, a range each
-    (None: ``STREAMSER_THREADS`` or up to 4; 1: none; see :mod:`streamser.io.parallel`).
     """
 
     def __init__(
@@ -141,17 +138,10 @@ class Writer:
         hook: Callable[[Any], Any] | None = None,
         cast: str | Mapping[str, str] | None = None,
         buffer_size: int = 1 << 20,
-        threads: int | None = None,
     ) -> None:
         self.format: Format = get_format(format)
         self._file = fileobj
-        self._sink = Sink(
-            writer_for(fileobj),
-            buffer_size,
-            raw_fd(fileobj),
-            file=PositionalFile.of(fileobj),
-            threads=resolve_threads(threads),
-        )
+        self._sink = Sink(writer_for(fileobj), buffer_size, raw_fd(fileobj))
         self._encoder = encoder_for(self.format, self._sink)
         class_cast = resolve_cast(cast)
         retype = retype_hook(class_cast) if class_cast is not None else None

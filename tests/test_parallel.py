@@ -1,14 +1,11 @@
-"""Big reads, writes and pre-faults split across a few threads (``streamser.io.parallel``).
+"""Big reads and pre-faults split across a few threads (``streamser.io.parallel``).
 
-Whatever the number of threads, a save writes the same bytes at the same place (buffered or
-raw files, after other data, in append mode), a load reads the same values, and the file
-object's position ends where a plain ``write`` would have left it. The size from which threads
-start is lowered here, so that small files exercise every path.
+Whatever the number of threads, a load reads the same values, eagerly, mapped or pre-faulted.
+The size from which threads start is lowered here, so that small files exercise every path.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 import warnings
@@ -22,7 +19,6 @@ from support import deadline
 import streamser
 from streamser.io import mapping, parallel
 from streamser.io.parallel import ranges, resolve_threads, run_split
-from streamser.io.sink import PositionalFile
 
 PIECE = 1 << 16
 
@@ -85,34 +81,6 @@ def test_an_error_in_any_range_is_raised_after_all_finish() -> None:
     assert done == [0]
 
 
-@pytest.mark.parametrize("threads", [1, 2, 4])
-@pytest.mark.parametrize("buffering", [-1, 0])
-def test_saves_to_open_files_write_the_same_bytes_in_place(
-    tmp_path: Path, threads: int, buffering: int
-) -> None:
-    value = _value()
-    expected = streamser.serialize(value)
-    path = tmp_path / "out.t7"
-    with open(path, "wb", buffering=buffering) as target:
-        target.write(b"head")
-        streamser.save(target, value, threads=threads)
-        assert target.tell() == 4 + len(expected)
-        target.write(b"tail")
-    assert path.read_bytes() == b"head" + expected + b"tail"
-    with open(path, "ab", buffering=buffering) as target:  # pwritev would ignore O_APPEND
-        assert PositionalFile.of(target) is None
-        streamser.save(target, value, threads=threads)
-    assert path.read_bytes() == b"head" + expected + b"tail" + expected
-
-
-def test_streams_without_a_file_are_written_in_order() -> None:
-    value = _value()
-    target = io.BytesIO()
-    assert PositionalFile.of(target) is None
-    streamser.save(target, value, threads=4)
-    assert target.getvalue() == streamser.serialize(value)
-
-
 @pytest.mark.parametrize("threads", [1, 3])
 def test_path_saves_and_eager_and_populated_loads(tmp_path: Path, threads: int) -> None:
     value = _value()
@@ -146,21 +114,6 @@ def test_a_file_shorter_than_announced_gives_what_is_there(tmp_path: Path) -> No
     finally:
         os.close(fd)
     assert bytes(buffer) == data
-
-
-def test_big_writes_still_start_write_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import streamser.io.writeback as writeback
-
-    calls: list[tuple[int, int]] = []
-    monkeypatch.setattr(writeback, "STEP", 8 * PIECE)
-    monkeypatch.setattr(writeback, "_sync_file_range", lambda fd, a, n, f: calls.append((a, n)))
-    value = _value()
-    path = tmp_path / "out.t7"
-    streamser.save(path, value, threads=4)
-    assert path.read_bytes() == streamser.serialize(value)
-    assert calls
-    assert calls[0][0] == 0
-    assert sum(count for _, count in calls) <= path.stat().st_size
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -9,21 +9,14 @@ Encoders append their records to :attr:`Sink.buffer` directly (a method call per
 would cost more than the int), and whoever drives them calls :meth:`Sink.settle` once per
 value, which drains the buffer when it has reached ``target``. Between two settles the buffer
 grows by one value's records at most; large payloads never enter it.
-
-A payload of 32 MiB or more bound for a regular file is written by a few threads at once, each
-``pwritev``-ing its own range at the file's position (:class:`PositionalFile`), which then
-moves past it as one ``write`` would have.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import stat
 from collections.abc import Callable
 from typing import Any, Protocol
-
-from . import parallel
 
 DEFAULT_TARGET = 1 << 20  # bytes gathered before a write to the target
 DIRECT_THRESHOLD = 1 << 16  # payloads at least this large bypass the buffer
@@ -33,26 +26,17 @@ class Sink:
     """Buffers small writes for ``write`` (a function taking bytes-like objects).
 
     ``fd`` is the target's file descriptor when bytes may also be put there behind ``write``'s
-    back (an unbuffered file), which enables :meth:`copy_from_file`. ``file`` (a
-    :class:`PositionalFile`) lets ``threads`` threads write big payloads at once.
+    back (an unbuffered file), which enables :meth:`copy_from_file`.
     """
 
-    __slots__ = ("_drained", "_fd", "_file", "_target", "_threads", "_write", "buffer")
+    __slots__ = ("_drained", "_fd", "_target", "_write", "buffer")
 
     def __init__(
-        self,
-        write: Callable[[Any], object],
-        target: int = DEFAULT_TARGET,
-        fd: int | None = None,
-        *,
-        file: PositionalFile | None = None,
-        threads: int = 1,
+        self, write: Callable[[Any], object], target: int = DEFAULT_TARGET, fd: int | None = None
     ) -> None:
         self._write = write
         self._target = target
         self._fd = fd
-        self._file = file if threads > 1 else None
-        self._threads = threads
         self.buffer = bytearray()  # appended to by encoders; the same object for the sink's life
         self._drained = 0  # bytes handed to the target so far
 
@@ -77,10 +61,7 @@ class Sink:
             self.buffer += data
             return
         self.drain()
-        if self._file is not None and data.nbytes >= parallel.MIN_PARALLEL_BYTES:
-            self._file.write_in_parallel(data, self._threads)
-        else:
-            self._write(data)
+        self._write(data)
         self._drained += data.nbytes
 
     def copy_from_file(self, path: str, offset: int, count: int) -> int:
@@ -116,54 +97,6 @@ class Sink:
             self._write(bytes(buffer))  # a copy, so the target may keep it: the buffer is reused
             self._drained += len(buffer)
             buffer.clear()
-
-
-class PositionalFile:
-    """A regular file written at its position by several threads at once, one range each.
-
-    Made by :meth:`of` for file objects whose descriptor is a regular file opened without
-    ``O_APPEND``. A buffered file is flushed first and its position is moved with ``seek``, so
-    the file object stays in step; a target with a ``wrote(count)`` method (the write-behind
-    file of atomic saves) is told how much arrived.
-    """
-
-    __slots__ = ("_fd", "_fileobj")
-
-    def __init__(self, fileobj: Any, fd: int) -> None:
-        self._fileobj = fileobj
-        self._fd = fd
-
-    @classmethod
-    def of(cls, fileobj: Any) -> PositionalFile | None:
-        try:
-            fd = fileobj.fileno()
-            if not stat.S_ISREG(os.fstat(fd).st_mode) or not fileobj.seekable():
-                return None
-        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-            return None
-        try:
-            import fcntl  # on first use (POSIX): do writes go to the end whatever the offset?
-        except ImportError:
-            return None
-        if not hasattr(os, "pwritev") or fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
-            return None
-        return cls(fileobj, fd)
-
-    def write_in_parallel(self, data: memoryview, threads: int) -> None:
-        fileobj, fd = self._fileobj, self._fd
-        fileobj.flush()
-        position = fileobj.tell()
-        view = data.cast("B")
-
-        def write_range(start: int, end: int) -> None:
-            while start < end:
-                start += os.pwritev(fd, [view[start:end]], position + start)
-
-        parallel.run_split(view.nbytes, threads, write_range)
-        fileobj.seek(position + view.nbytes)
-        wrote = getattr(fileobj, "wrote", None)
-        if wrote is not None:
-            wrote(view.nbytes)
 
 
 class WriteTarget(Protocol):

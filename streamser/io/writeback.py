@@ -57,18 +57,13 @@ class WriteBehindFile(io.FileIO):
     def write(self, data: ReadableBuffer, /) -> int:
         count = super().write(data)
         if count:
-            self.wrote(count)
+            self._written += count
+            if self._written - self._requested >= STEP and _sync_file_range is not None:
+                _sync_file_range(
+                    self.fileno(),
+                    self._requested,
+                    self._written - self._requested,
+                    _SYNC_FILE_RANGE_WRITE,
+                )  # a failure only loses the head start: fsync still makes it durable
+                self._requested = self._written
         return count
-
-    def wrote(self, count: int) -> None:
-        """Count ``count`` more bytes at the end of the file (written by :meth:`write`, or at
-        their offsets by the threads of :class:`~streamser.io.sink.PositionalFile`)."""
-        self._written += count
-        if self._written - self._requested >= STEP and _sync_file_range is not None:
-            _sync_file_range(
-                self.fileno(),
-                self._requested,
-                self._written - self._requested,
-                _SYNC_FILE_RANGE_WRITE,
-            )  # a failure only loses the head start: fsync still makes it durable
-            self._requested = self._written
