@@ -1,4 +1,4 @@
-"""Build of the optional compiled record loops (``streamser._fastread``, ``streamser._fastwrite``).
+"""Build of the optional compiled loops (``streamser._fastread``, ``_fastwrite``, ``_fastascii``).
 
 Everything else is in pyproject.toml. The extensions are optional: where they cannot be
 compiled the package still installs and runs its pure-Python reader and writer, which stay the
@@ -22,4 +22,4 @@ def _extension(name: str) -> Extension:
     )
 
 
-setup(ext_modules=[_extension("_fastread"), _extension("_fastwrite")])
+setup(ext_modules=[_extension("_fastread"), _extension("_fastwrite"), _extension("_fastascii")])

@@ -10,19 +10,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .errors import StreamserError, UnsupportedValueError
-from .graph.loading import read_buffer
-from .io.atomic import replacing
-from .io.compression import SeekableZstdWriter
-from .io.inputs import input_buffer, is_path, path_of
-from .io.ranged import RangeOptions
 from .io.sink import writer_for
-from .spec.format import get_format
-from .spec.limits import Limits
-from .streams import Writer
 from .types import CastSpec, Compression, FormatName, SerialMode
+
+# The reader, the writer, the format tables and the ways in and out (paths, URLs) are imported
+# on first use: ``import streamser`` then costs little more than ``import numpy`` (each later
+# call finds them in sys.modules).
+if TYPE_CHECKING:
+    from .io.compression import SeekableZstdWriter
 
 PathLike = str | os.PathLike[str]
 
@@ -33,6 +31,8 @@ def load(
     referenced: bool = True,
     *,
     mmap: bool = True,
+    populate: bool = False,
+    threads: int | None = None,
     storage_options: dict[str, Any] | None = None,
     block_size: int | None = None,
     max_concurrency: int | None = None,
@@ -43,15 +43,24 @@ def load(
     ``format`` is ``"binary"``, ``"b64"``, ``"b32"`` or ``"ascii"``; None detects it. With
     ``mmap`` (the default) tensors of binary files are copy-on-write views of a mapping of the
     file: nothing of their data is read until touched, and writing to them never changes the
-    file. ``mmap=False`` reads the file into memory. zstd-compressed files are recognised by
-    their magic number and decompressed (into memory, at most ``max_decompressed`` bytes).
-    ``limits`` override the bounds of :class:`~streamser.spec.limits.Limits` (``max_depth``,
-    ``max_string``, ``max_table``, ``max_objects``, ``max_decompressed``).
+    file; ``populate=True`` faults the whole mapping in at once, in parallel, for callers that
+    will touch every tensor. ``mmap=False`` reads the file into memory, a big file by several
+    threads at once. ``threads`` bounds those threads (None: ``STREAMSER_THREADS`` or up to 4;
+    1: none; files under 32 MiB are read by the calling thread alone). zstd-compressed files
+    are recognised by their magic number and decompressed (into memory, at most
+    ``max_decompressed`` bytes). ``limits`` override the bounds of
+    :class:`~streamser.spec.limits.Limits` (``max_depth``, ``max_string``, ``max_table``,
+    ``max_objects``, ``max_decompressed``).
 
     A URL (``s3://``, ``gs://``, ``https://``, ``memory://``: any fsspec protocol, with
     ``storage_options``) and a file object that cannot be mapped are read into one buffer by
     parallel range requests (``block_size``, ``max_concurrency``: see :func:`streamser.open`).
     """
+    from .graph.loading import read_buffer
+    from .io.inputs import input_buffer
+    from .io.ranged import RangeOptions
+    from .spec.limits import Limits
+
     bounds = Limits.from_keywords(**limits)
     if isinstance(source, (bytes, bytearray, memoryview)):
         raise StreamserError(
@@ -59,9 +68,13 @@ def load(
             f"{type(source).__name__}: bytes are data, not a path; read serialized bytes with "
             "streamser.deserialize(data), and give a path as str (os.fsdecode(path))"
         )
-    options = RangeOptions.of(block_size, max_concurrency)
     buffer, start = input_buffer(
-        source, mmap=mmap, storage_options=storage_options, options=options
+        source,
+        mmap=mmap,
+        threads=threads,
+        populate=populate,
+        storage_options=storage_options,
+        options=RangeOptions.of(block_size, max_concurrency),
     )
     return read_buffer(buffer, start, format, referenced=referenced, limits=bounds).value
 
@@ -77,6 +90,9 @@ def deserialize(
     Binary tensors are zero-copy views of ``data`` (read-only when ``data`` is ``bytes``);
     zstd-compressed data is recognised by its magic number. ``limits`` as for :func:`load`.
     """
+    from .graph.loading import read_buffer
+    from .spec.limits import Limits
+
     bounds = Limits.from_keywords(**limits)
     return read_buffer(data, 0, format, referenced=referenced, limits=bounds).value
 
@@ -92,7 +108,7 @@ def serialize(
     cast: CastSpec | None = None,
     compress: Compression | None = None,
     level: int = 3,
-    threads: int = 1,
+    threads: int | None = None,
 ) -> bytes:
     """The bytes ``save`` would write, as ``torch.serialize`` returns them.
 
@@ -113,7 +129,7 @@ def serialize_pieces(
     *,
     compress: Compression | None = None,
     level: int = 3,
-    threads: int = 1,
+    threads: int | None = None,
     **options: Any,
 ) -> list[Any]:
     """The serialized bytes as a list of blocks and views of array memory, not yet joined."""
@@ -144,7 +160,7 @@ def save(
     cast: CastSpec | None = None,
     compress: Compression | None = None,
     level: int = 3,
-    threads: int = 1,
+    threads: int | None = None,
     storage_options: dict[str, Any] | None = None,
     part_size: int | None = None,
     max_concurrency: int | None = None,
@@ -164,7 +180,11 @@ def save(
     as other classes ("cpu", "float32", or a mapping of class names). The caller's objects are
     never changed. ``compress="zstd"`` wraps the exact bytes in the seekable zstd format
     (``level``; ``threads`` frames compressed at once); ``zstd -d`` restores the plain file.
+    ``threads=None`` means ``STREAMSER_THREADS`` or up to 4. (An uncompressed save is written by
+    one thread: Linux serialises buffered writes to one file, see :mod:`streamser.io.parallel`.)
     """
+    from .spec.format import get_format
+
     get_format(format)
     _check_target(target, value)
     options: dict[str, Any] = {"compact": compact, "serial": serial, "hook": hook, "cast": cast}
@@ -189,6 +209,9 @@ def _replacing(
 ) -> AbstractContextManager[Any]:
     """The atomic way to write ``target``: a temporary file and a rename for a local path, an
     upload that completes only on success for a URL."""
+    from .io.atomic import replacing
+    from .io.inputs import is_path, path_of
+
     if is_path(target):
         return replacing(path_of(target))
     from .io.upload import uploading  # the remote extra, only now
@@ -214,17 +237,23 @@ def _check_target(target: Any, value: Any) -> None:
 
 
 def _compressor(
-    compress: str, write: Callable[[Any], object], level: int, threads: int
+    compress: str, write: Callable[[Any], object], level: int, threads: int | None
 ) -> SeekableZstdWriter:
     if compress != "zstd":
         raise ValueError(f"compress must be None or 'zstd', not {compress!r}")
-    return SeekableZstdWriter(write, level=level, threads=threads)
+    from .io.compression import SeekableZstdWriter
+    from .io.parallel import resolve_threads
+
+    return SeekableZstdWriter(write, level=level, threads=resolve_threads(threads))
 
 
 def _write_through(
     target: Any, value: Any, format: FormatName, referenced: bool, options: dict[str, Any]
 ) -> None:
     """Write ``value`` to ``target``; a compressor is closed (seek table) only on success."""
+    from .io.compression import SeekableZstdWriter
+    from .streams import Writer
+
     try:
         with Writer(target, format, referenced=referenced, **options) as writer:
             writer.write_object(value)

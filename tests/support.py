@@ -40,6 +40,7 @@ from streamser import (
     TorchObject,
     TruncatedError,
 )
+from streamser.io.compression import SeekableZstdWriter
 
 TESTS = Path(__file__).resolve().parent
 CORPUS = TESTS / "corpus"
@@ -757,3 +758,12 @@ def _check_sharing(walker: Walker) -> None:
 def assert_same_bytes(got: bytes, want: bytes, what: str) -> None:
     bad = _first_diff(got, want)
     assert bad is None, f"{what}: first difference at byte {bad} ({len(got)} vs {len(want)} B)"
+
+
+def packed(plain: bytes, frame_size: int = 4 << 20) -> bytes:
+    """``plain`` in the seekable format, with frames of ``frame_size`` bytes."""
+    chunks: list[Any] = []
+    writer = SeekableZstdWriter(chunks.append, frame_size=frame_size, level=1)
+    writer.write(plain)
+    writer.close()
+    return b"".join(bytes(chunk) for chunk in chunks)

@@ -15,26 +15,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import CASES, CRAFTED, Case, check_value
+from support import CASES, CRAFTED, Case, check_value, packed
 
 import streamser
 from streamser import FormatError, LimitError, StreamserError
 from streamser.graph.loading import read_buffer
-from streamser.io.compression import SeekableZstdWriter
 from streamser.io.seekable import DEFAULT_CACHE_BYTES, FrameDecoder, FrameSource
 from streamser.spec.limits import Limits
 from streamser.values.lazy import LazyArray
 
 MiB = 1 << 20
-
-
-def packed(plain: bytes, frame_size: int = 4 * MiB) -> bytes:
-    """``plain`` in the seekable format, with frames of ``frame_size`` bytes."""
-    chunks: list[Any] = []
-    writer = SeekableZstdWriter(chunks.append, frame_size=frame_size, level=1)
-    writer.write(plain)
-    writer.close()
-    return b"".join(bytes(chunk) for chunk in chunks)
 
 
 def _info_rows(handle: streamser.T7File) -> list[tuple[Any, ...]]:

@@ -1,4 +1,6 @@
-"""io/sink: records gathered in a bounded buffer, big payloads passed straight through."""
+"""io/sink: records gathered in a bounded buffer, big payloads passed straight through: to files
+in write calls of ``WRITE_PIECE`` bytes, to other targets (compressors, collectors) in one piece,
+so that a storage keeps its own zstd frames."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
-from streamser.io.sink import DIRECT_THRESHOLD, Sink, raw_fd, writer_for
+import streamser
+from streamser.io.sink import DIRECT_THRESHOLD, WRITE_PIECE, Sink, raw_fd, writer_for
 
 
 class Target:
@@ -79,3 +83,38 @@ def test_kernel_copies_only_to_raw_files(tmp_path: Path) -> None:
     assert (tmp_path / "out.bin").read_bytes() == b"<" + source.read_bytes()[16:1016] + b">"
     assert raw_fd(io.BytesIO()) is None
     assert Sink(Target()).copy_from_file(str(source), 0, 10) == 0  # no descriptor: the caller
+
+
+class Recording(io.FileIO):
+    """A raw file that remembers the size of every write call."""
+
+    sizes: list[int]
+
+    def write(self, data: Any, /) -> int:
+        self.sizes.append(memoryview(data).nbytes)
+        return super().write(data)
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_files_get_big_payloads_in_pieces(tmp_path: Path, buffered: bool) -> None:
+    value = {"w": np.arange(3 * WRITE_PIECE // 4 + 5, dtype=np.float32)}  # three pieces and more
+    raw = Recording(tmp_path / "out.t7", "wb")
+    raw.sizes = []
+    target: Any = io.BufferedWriter(raw) if buffered else raw
+    with target:
+        streamser.save(target, value)
+    assert max(raw.sizes) <= WRITE_PIECE
+    assert (tmp_path / "out.t7").read_bytes() == streamser.serialize(value)
+
+
+def test_other_targets_get_each_payload_whole() -> None:
+    pieces: list[Any] = []
+
+    class Collector:
+        def write(self, data: Any) -> None:
+            pieces.append(data)
+
+    payload = memoryview(bytes(3 * WRITE_PIECE))
+    writer_for(Collector())(payload)
+    writer_for(io.BytesIO())(payload)  # memory, not a file: no reason to cut it
+    assert pieces == [payload]

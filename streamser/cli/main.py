@@ -168,7 +168,7 @@ def _convert(args: argparse.Namespace) -> int:
         progress = Progress(total, enabled=not args.quiet)
         save(
             args.output,
-            handle.load() if handle.lazy else handle.root,  # compressed: read in full first
+            handle.root,  # a compressed file's storages are streamed from it, frame by frame
             format=args.format,
             serial=args.serial,
             cast=args.cast,

@@ -4,8 +4,12 @@ Numbers: each write of n numbers is one line, separated by single spaces (nothin
 n = 0); ints ``%d``, longs ``%ld``, floats and halves ``%.9g``, doubles ``%.17g`` with ``nan`` /
 ``-nan`` by sign bit. Byte and char arrays are raw bytes then a newline. Reading follows C
 ``scanf``: white space before a number is skipped, and after each array one newline is taken if
-present. Arrays are formatted and parsed in bounded chunks with C-level loops (``map``), never a
-Python loop per element.
+present.
+
+Number runs (a storage's elements) are formatted and parsed by ``streamser._fastascii`` when it
+is built: C loops that print and scan exactly as the Python code below does and hand anything
+unusual (and every error) back to it. The Python code is the reference, and the fallback:
+bounded chunks through C-level ``map`` calls, never a Python loop per element.
 """
 
 from __future__ import annotations
@@ -20,14 +24,19 @@ from ..errors import FormatError, TruncatedError
 from ..io.arrays import ChunkSource, byte_view, iter_chunks
 from ..io.sink import Sink
 from ..spec.format import ElementType
+from ..speedups import compiled
 from .binary import CHUNK_BYTES
 from .convert import convert_chunk
+
+# The compiled number loops, or None for pure Python (set it to None to compare the two).
+_FAST = compiled("_fastascii")
 
 _WHITESPACE = b" \t\n\r\v\f"
 _TOKEN = re.compile(rb"[ \t\n\r\v\f]*([^ \t\n\r\v\f]+)")
 _SPACE = re.compile(rb"[ \t\n\r\v\f]")
 _TEXT_CHUNK = 1 << 20  # bytes of text tokenised at a time
-_FORMAT_CHUNK = 1 << 16  # elements formatted per piece of output
+_FORMAT_CHUNK = 1 << 16  # elements formatted per piece of output (by Python)
+_FAST_FORMAT_CHUNK = 1 << 18  # ... by the compiled loop (at most 26 bytes of text each)
 _HALF_NAN = np.uint16(0x7FFF)  # the NaN Torch7's float-to-half conversion produces
 
 
@@ -111,14 +120,14 @@ class AsciiDecoder:
             space = _SPACE.search(self.buffer, end)
             end = space.start() if space else self.size
         text = self.buffer[start:end]
-        if b"_" in text:  # Python's int() and float() take 1_000; C's scanf does not
-            raise FormatError(f"expected {what}, found an underscore", start)
         parts: list[bytes] = text.split(None, limit)
         if len(parts) > limit:  # more tokens here than wanted: stop after the last one
             rest = parts.pop()
             end = start + len(text) - len(rest)
             while self.buffer[end - 1] in _WHITESPACE:
                 end -= 1
+        if text.find(b"_", 0, end - start) >= 0:  # int() and float() take 1_000; scanf does not
+            raise FormatError(f"expected {what}, found an underscore", start)
         self.pos = end
         return parts
 
@@ -177,6 +186,12 @@ class AsciiDecoder:
             raise TruncatedError(f"input too short for {count} numbers", self.pos)
         start = self.pos
         out = np.empty(count, dtype=element.dtype)
+        if _FAST is not None and out.dtype.isnative:
+            end = _FAST.parse_numbers(self.buffer, start, out)
+            if end >= 0:
+                self.pos = end
+                self._end_of_array()
+                return out
         filled = 0
         what = f"{element.name} elements"
         try:
@@ -268,21 +283,36 @@ class AsciiEncoder:
             self.sink.write(b"\n")
 
     def write_array(self, element: ElementType, data: np.ndarray[Any, Any] | ChunkSource) -> None:
+        """The elements on one line; a :class:`ChunkSource` is read a chunk at a time."""
         if data.size == 0:
             return
         if element.is_raw:
             for chunk in iter_chunks(data, CHUNK_BYTES):
-                if chunk.dtype != element.dtype:  # a cast to Byte or Char: one byte each
+                if chunk.dtype != element.dtype:  # a cast to Byte or Char: the new type's bytes
                     chunk = convert_chunk(chunk, element.dtype)
                 self.sink.write_large(byte_view(chunk))
+                del chunk  # a chunk read from a file is freed before the next one is read
         else:
-            for index, chunk in enumerate(iter_chunks(data, _FORMAT_CHUNK * data.itemsize)):
-                if (chunk.dtype.kind, chunk.itemsize) != (element.dtype.kind, element.itemsize):
-                    chunk = convert_chunk(chunk, element.dtype)  # a cast: print the new type
-                if index:
-                    self.sink.write(b" ")
-                self.sink.write(_format_chunk(element, chunk).encode("ascii"))
+            self._write_numbers(element, data)
         self.sink.write(b"\n")
+
+    def _write_numbers(
+        self, element: ElementType, data: np.ndarray[Any, Any] | ChunkSource
+    ) -> None:
+        """The elements on one line, separated by spaces, formatted in bounded chunks."""
+        fast = _FAST
+        step = (_FORMAT_CHUNK if fast is None else _FAST_FORMAT_CHUNK) * data.dtype.itemsize
+        for index, chunk in enumerate(iter_chunks(data, step)):
+            if (chunk.dtype.kind, chunk.itemsize) != (element.dtype.kind, element.itemsize):
+                chunk = convert_chunk(chunk, element.dtype)  # a cast: print the new type
+            if index:
+                self.sink.write(b" ")
+            if fast is None:
+                self.sink.write(_format_chunk(element, chunk).encode("ascii"))
+                continue
+            if not chunk.dtype.isnative:
+                chunk = chunk.astype(chunk.dtype.newbyteorder("="))
+            self.sink.write_large(memoryview(fast.format_numbers(chunk)))
 
 
 def _format_chunk(element: ElementType, chunk: np.ndarray[Any, Any]) -> str:

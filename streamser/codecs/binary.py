@@ -217,7 +217,8 @@ class BinaryEncoder:
         self.sink.settle()
 
     def write_array(self, element: ElementType, data: np.ndarray[Any, Any] | ChunkSource) -> None:
-        """Write ``data``'s elements in C order, converting in bounded chunks if needed."""
+        """Write ``data``'s elements in C order, converting in bounded chunks if needed; a
+        :class:`ChunkSource` (a lazily read storage) is read and written a chunk at a time."""
         dtype = element.file_dtype(self.long_size)
         if isinstance(data, np.ndarray) and data.dtype == dtype and data.flags.c_contiguous:
             if data.nbytes < CHUNK_BYTES:
@@ -234,3 +235,4 @@ class BinaryEncoder:
             if chunk.dtype != dtype:  # byte order, a cast, or b32 Longs keeping their low 32 bits
                 chunk = convert_chunk(chunk, dtype)
             self.sink.write_large(byte_view(chunk))
+            del chunk  # a chunk read from a file is freed before the next one is read

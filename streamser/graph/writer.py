@@ -47,6 +47,7 @@ from ..spec.format import (
     element_of,
 )
 from ..values.classes import CODEC_OF_TYPE, ClassCodec
+from ..values.lazy import LazyArray, LazyStorage
 from ..values.lua import (
     LuaFunction,
     LuaTable,
@@ -56,7 +57,7 @@ from ..values.lua import (
     gc_paused,
     native_layout,
 )
-from ..values.tensors import TensorLayout, layout_of
+from ..values.tensors import TensorLayout, class_for_array, contiguous_strides, layout_of
 from .foreign import claims_foreign, foreign_handler
 from .memo import IdentityMemo, forget
 
@@ -423,6 +424,39 @@ class GraphWriter:
             raise UnsupportedValueError(f"cannot write a {type(value).__name__}", self.path())
         handler(value)
 
+    # Tensors and storages of a compressed file read lazily (streamser.open): written exactly as
+    # their arrays would be once read in full (materialize(..., whole=True)), but streamed from
+    # the file a chunk at a time, so that converting a compressed file never holds a storage.
+
+    def _write_any_storage(self, value: Storage) -> None:
+        if isinstance(value.array, LazyStorage):
+            self._write_lazy_storage(value)
+        else:
+            self._write_storage_value(value)
+
+    def _write_lazy_storage(self, value: Storage) -> None:
+        cls = CLASSES[value.typename]
+        storage: Any = value.array  # a LazyStorage: its identity is the storage's
+        self._write_storage(storage, storage, cls if self.cast is None else self.cast(cls))
+
+    def _write_lazy_tensor(self, value: LazyArray) -> None:
+        storage: Any = value.storage
+        try:
+            element = element_of(storage.dtype)
+        except UnsupportedValueError as exc:
+            raise UnsupportedValueError(exc.message, self.path()) from None
+        if not self._begin(TAG_TORCH, self._original, self._memo):
+            return
+        cls = class_for_array(storage, element, tensor=True)  # a CUDA class is remembered
+        cls = cls if self.cast is None else self.cast(cls)
+        self._write_class_header(cls.typename, 1)
+        sizes, strides, offset, data = _lazy_layout(value, compact=self.compact)
+        self.encoder.write_geometry(sizes, strides, offset)
+        if data is None:
+            self.encoder.write_int(TAG_NIL)
+        else:
+            self._write_storage(data, data, CLASSES[cls.storage_typename])
+
     def _write_storage(self, key: Any, data: Array | ChunkSource, cls: TorchClass) -> None:
         if self._begin(TAG_TORCH, key, self._storages):
             self._write_class_header(cls.typename, 1)
@@ -448,8 +482,9 @@ _HANDLERS: dict[type, _Handler] = {
     TorchObject: GraphWriter._write_torch_object,
     TableStream: GraphWriter._write_table_stream,
     LuaFunction: GraphWriter._write_function,
-    Storage: GraphWriter._write_storage_value,
+    Storage: GraphWriter._write_any_storage,
     np.ndarray: GraphWriter._write_tensor,
+    LazyArray: GraphWriter._write_lazy_tensor,
 }
 _write_registered: _Handler = GraphWriter._write_registered
 _write_foreign: _Handler = GraphWriter._write_foreign
@@ -467,7 +502,8 @@ _ANCESTORS: tuple[tuple[Any, _Handler], ...] = (
     ((list, tuple), GraphWriter._write_list),
     (TorchObject, GraphWriter._write_torch_object),
     (LuaFunction, GraphWriter._write_function),
-    (Storage, GraphWriter._write_storage_value),
+    (Storage, GraphWriter._write_any_storage),
+    (LazyArray, GraphWriter._write_lazy_tensor),
 )
 _TABLE_HANDLERS = frozenset(
     {GraphWriter._write_dict, GraphWriter._write_lua_table, GraphWriter._write_list,
@@ -540,6 +576,24 @@ class WriterHooks(NamedTuple):
     frame_label: MemberDescriptorType
     key_label: object
     forget: Callable[[Any, int], None]
+
+
+def _lazy_layout(
+    tensor: LazyArray, *, compact: bool
+) -> tuple[tuple[int, ...], tuple[int, ...], int, Any]:
+    """(sizes, strides, offset, storage or None) of a lazy tensor, as ``layout_of`` gives them
+    for the array it reads as: the strides it was read with; a tensor without elements keeps
+    only its offset; ``compact`` makes the elements a storage of their own, unless the tensor
+    shows memory more than once (stride 0), which keeps its storage rather than expand."""
+    storage = tensor.storage
+    if tensor.size == 0:
+        if compact or storage.count == 0 or tensor.offset > storage.count:
+            return (), (), 0, None
+        return (), (), tensor.offset, storage
+    first, end = tensor.span()
+    if compact and end - first >= tensor.size:
+        return tensor.shape, contiguous_strides(tensor.shape), 0, tensor
+    return tensor.shape, tuple(tensor.strides), tensor.offset, storage
 
 
 def _lua_number_text(value: int | float) -> bytes:

@@ -27,10 +27,6 @@ class ChunkSource(Protocol):
     def size(self) -> int:
         """How many elements the chunks hold in all."""
 
-    @property
-    def itemsize(self) -> int:
-        """Bytes of one element of a chunk."""
-
     def chunks(self, max_bytes: int) -> Iterator[Array]:
         """The elements in C order, as contiguous 1-D arrays of at most about ``max_bytes``."""
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import glob
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +18,8 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     Temporaries are named ``.<name>.<pid>-<random>.streamser-tmp``; one whose process is alive
     belongs to a save still running and is left alone.
     """
+    import glob
+
     removed = []
     prefix = f".{path.name}."
     for candidate in path.parent.glob(f"{glob.escape(prefix)}*{TEMP_SUFFIX}"):
@@ -60,6 +60,8 @@ def _fsync_directory(folder: Path) -> None:
 def replacing(path: Path) -> Iterator[WriteBehindFile]:
     """A new file to write in place of ``path``; it replaces ``path`` only if the block ends
     without an error, and is removed otherwise (the old file is never touched until then)."""
+    import secrets  # on first use: it imports random, hashlib and more
+
     temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:

@@ -26,14 +26,16 @@ anything is allocated, and an undeclared stream is cut off at ``max_size``.
 from __future__ import annotations
 
 import struct
-import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zstandard
+
+if TYPE_CHECKING:  # imported on first use: ``import streamser`` stays fast
+    from concurrent.futures import Future
+
+    import zstandard
 
 from ..errors import FormatError, LimitError, TruncatedError
 
@@ -75,6 +77,9 @@ class SeekableZstdWriter:
         self._frame_size = frame_size
         self._frame = bytearray()
         self._entries: list[tuple[int, int]] = []
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
         self._pending: deque[Future[tuple[bytes, int]]] = deque()
@@ -100,6 +105,8 @@ class SeekableZstdWriter:
     def _compressor(self) -> zstandard.ZstdCompressor:
         compressor = getattr(self._local, "compressor", None)
         if compressor is None:
+            import zstandard
+
             compressor = zstandard.ZstdCompressor(level=self._level, write_checksum=True)
             self._local.compressor = compressor
         return compressor
@@ -216,6 +223,8 @@ def _frame(view: memoryview, pos: int, out: _Output) -> int:
     """Decompress the zstd frame at ``pos`` into ``out``; returns where the next frame starts."""
     if bytes(view[pos : pos + 4]) != ZSTD_MAGIC:
         raise FormatError("expected a zstd frame", pos)
+    import zstandard
+
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     fed = pos
     try:

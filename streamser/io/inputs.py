@@ -96,32 +96,39 @@ def input_buffer(
     mmap: bool,
     storage_options: dict[str, Any] | None,
     options: RangeOptions,
+    threads: int | None = None,
+    populate: bool = False,
 ) -> tuple[Any, int]:
     """``(buffer, start)`` holding a whole input for ``load``: mapped, read by parallel ranges
-    into one buffer (URLs, fsspec files, other seekable objects), or read whole (streams)."""
+    into one buffer (URLs, fsspec files, other seekable objects), or read whole (streams).
+    ``threads`` and ``populate`` are for local files (see :func:`.mapping.buffer_of`)."""
+    local: dict[str, Any] = {"mmap": mmap, "threads": threads, "populate": populate}
     if isinstance(source, io.BytesIO) and not storage_options:
-        return whole_input(source, mmap=mmap)
+        return whole_input(source, **local)
     ranged = ranged_input(source, storage_options=storage_options, options=options)
     if ranged is None:
-        return whole_input(source, mmap=mmap)
+        return whole_input(source, **local)
     try:
         return ranged.read_all(), 0
     finally:
         ranged.close()
 
 
-def whole_input(source: Any, *, mmap: bool) -> tuple[Any, int]:
+def whole_input(
+    source: Any, *, mmap: bool, threads: int | None = None, populate: bool = False
+) -> tuple[Any, int]:
     """``(buffer, start)`` of a local file (mapped unless ``mmap`` is False), of a file object
     with a descriptor (mapped the same way), or of a stream read to its end."""
+    local: dict[str, Any] = {"mmap": mmap, "threads": threads, "populate": populate}
     if is_path(source):
         with open(path_of(source), "rb") as fileobj:
-            buffer, start, _ = buffer_of(fileobj, mmap=mmap)
+            buffer, start, _ = buffer_of(fileobj, **local)
         return buffer, start
     if not isinstance(source, io.BytesIO) and not _has_file_descriptor(source):
         streamed = read_stream(source)
         if streamed is not None:
             return streamed, 0
-    buffer, start, _ = buffer_of(source, mmap=mmap)
+    buffer, start, _ = buffer_of(source, **local)
     return buffer, start
 
 

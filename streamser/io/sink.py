@@ -20,6 +20,11 @@ from typing import Any, Protocol
 
 DEFAULT_TARGET = 1 << 20  # bytes gathered before a write to the target
 DIRECT_THRESHOLD = 1 << 16  # payloads at least this large bypass the buffer
+# Bytes per write() call to a file. Copying into the page cache was fastest and steadiest in
+# pieces of 0.5-2 MiB on the project's VM (Linux 6.18, ext4): 2 GiB of tensors written in 1 MiB
+# pieces took 0.63x the time of ``tofile`` (one call per array), in 16 MiB pieces 2.4x (medians
+# of 11 paired runs, each writer leading in turn, load 4 on 2 cores).
+WRITE_PIECE = 1 << 20
 
 
 class Sink:
@@ -121,7 +126,8 @@ def raw_fd(fileobj: Any) -> int | None:
 
 
 def writer_for(fileobj: WriteTarget) -> Callable[[Any], object]:
-    """A write function for ``fileobj`` that never leaves a partial write behind.
+    """A write function for ``fileobj`` that never leaves a partial write behind, and hands a
+    file big payloads in pieces of :data:`WRITE_PIECE` bytes.
 
     Unbuffered (raw) files may accept fewer bytes than offered; buffered ones never do.
     """
@@ -130,10 +136,19 @@ def writer_for(fileobj: WriteTarget) -> Callable[[Any], object]:
         def write_all(data: Any) -> None:
             view = memoryview(data).cast("B")
             while view.nbytes:
-                count = fileobj.write(view)
+                count = fileobj.write(view[:WRITE_PIECE])
                 if count is None:
                     raise BlockingIOError("non-blocking file would block during a save")
                 view = view[count:]
 
         return write_all
+    if isinstance(fileobj, io.BufferedIOBase) and not isinstance(fileobj, io.BytesIO):
+        write = fileobj.write
+
+        def write_pieces(data: Any) -> None:
+            view = memoryview(data).cast("B")
+            for start in range(0, view.nbytes, WRITE_PIECE):
+                write(view[start : start + WRITE_PIECE])
+
+        return write_pieces
     return fileobj.write

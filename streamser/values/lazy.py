@@ -49,6 +49,10 @@ class LazyStorage:
         return (self.count,)
 
     @property
+    def size(self) -> int:
+        return self.count
+
+    @property
     def nbytes(self) -> int:
         return self.count * self.file_dtype.itemsize
 
@@ -67,6 +71,14 @@ class LazyStorage:
     def loaded(self, array: Array) -> Array:
         """Elements as read from the file, in the dtype they load as (b32 Longs widen)."""
         return array if self.file_dtype == self.dtype else array.astype(self.dtype)
+
+    def chunks(self, max_bytes: int, first: int = 0, end: int | None = None) -> Iterator[Array]:
+        """Elements ``first:end`` as new arrays of at most about ``max_bytes`` each, read in
+        order: what a writer streams from a compressed file without holding the storage."""
+        end = self.count if end is None else end
+        step = max(1, max_bytes // self.file_dtype.itemsize)
+        for start in range(first, end, step):
+            yield self.read(start, min(end, start + step))
 
     def view(
         self, sizes: tuple[int, ...], strides: tuple[int, ...], offset: int, at: int
@@ -136,6 +148,55 @@ class LazyArray:
         """The tensor as an array; it holds only the storage elements the tensor reaches."""
         first, end = self.span()
         return self.view_of(self.storage.read(first, end), first)
+
+    def is_contiguous(self) -> bool:
+        """Whether the elements lie in C order, back to back, in the storage."""
+        expected = 1
+        for size, stride in zip(reversed(self.shape), reversed(self.strides), strict=True):
+            if size != 1 and stride != expected:
+                return False
+            expected *= size
+        return True
+
+    def chunks(self, max_bytes: int) -> Iterator[Array]:
+        """The tensor's elements in C order, as new contiguous 1-d arrays of at most about
+        ``max_bytes`` each, each read from only the frames under it.
+
+        This is how a tensor of a compressed file is streamed (written, exported) in bounded
+        memory: a contiguous tensor is read in slices of its storage, a strided one in blocks of
+        rows whose span in the storage fits ``max_bytes`` (row by row, one dimension deeper, if
+        one row's span is bigger). The pieces are fresh arrays, which the caller may keep.
+        """
+        if self.size == 0:
+            return
+        first, end = self.span()
+        if (end - first) * self._itemsize() <= max_bytes:
+            yield np.ascontiguousarray(self.read()).reshape(-1)
+        elif self.is_contiguous():
+            yield from self.storage.chunks(max_bytes, first, end)
+        else:
+            yield from self._row_chunks(max_bytes)
+
+    def _itemsize(self) -> int:
+        """Bytes an element takes while read (b32 Longs widen from 4 bytes to 8)."""
+        return max(self.storage.file_dtype.itemsize, self.dtype.itemsize)
+
+    def _row_chunks(self, max_bytes: int) -> Iterator[Array]:
+        rows = self.shape[0]
+        first, end = self._rows(0, 1).span()
+        extent = end - first  # storage elements one row reaches
+        budget = max(1, max_bytes // self._itemsize())
+        if extent > budget and self.ndim > 1:  # one row is too big: go one dimension deeper
+            for row in range(rows):
+                offset = self.offset + row * self.strides[0]
+                inner = LazyArray(self.storage, self.shape[1:], self.strides[1:], offset)
+                yield from inner.chunks(max_bytes)
+            return
+        stride = self.strides[0]
+        step = rows if stride == 0 else max(1, (budget - extent) // stride + 1)
+        for start in range(0, rows, step):  # each block spans at most the budget
+            block = self._rows(start, min(rows, start + step))
+            yield np.ascontiguousarray(block.read()).reshape(-1)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> Array:
         array = self.read()
