@@ -228,10 +228,12 @@ class T7File:
         origin = None if self._reopen is None else (self._reopen[0], path, self._reopen[1])
         return TensorSlice(value, origin)
 
-    def arrays(self) -> Iterator[tuple[str, np.ndarray[Any, Any]]]:
+    def arrays(self, *, read: bool = True) -> Iterator[tuple[str, Any]]:
         """Every distinct tensor and standalone storage with its path (as :meth:`tensors`
-        prints it), as an array; the tensors of a lazily read compressed file are read one at
-        a time, as the iteration reaches them."""
+        prints it), as an array. The tensors of a lazily read file (compressed, or read by
+        range) are read one at a time, as the iteration reaches them; with ``read=False`` they
+        come as :class:`~streamser.values.lazy.LazyArray` instead, whose ``chunks`` read them a
+        bounded piece at a time (what a writer streams without holding a whole tensor)."""
         self._root()
         names = Paths(self._index.columns)
         for node, place, item, _storage in self._index.entries():
@@ -239,7 +241,7 @@ class T7File:
             array = item.array if isinstance(item, Storage) else item
             if isinstance(array, LazyStorage):
                 array = LazyArray(array, array.shape, (1,), 0)
-            yield path, array.read() if isinstance(array, LazyArray) else array
+            yield path, array.read() if read and isinstance(array, LazyArray) else array
 
     def tensors(self) -> list[TensorInfo]:
         """Every tensor and standalone storage, with its path, type, shape, strides and file

@@ -158,3 +158,30 @@ def test_ascii_casts_to_bytes_write_the_new_type() -> None:
     text = streamser.deserialize(streamser.serialize(values, "ascii", cast=cast))
     assert text.dtype == np.uint8
     assert text.tolist() == binary.tolist() == [1, 2, 44]
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_exporting_a_compressed_file_reads_a_chunk_at_a_time(tmp_path: Path, suffix: str) -> None:
+    """A 96 MiB tensor of a seekable zstd file is exported with at most two 16 MiB chunks and
+    a few frames in memory (about 40 MiB, whatever the tensor's size)."""
+    from streamser.tools.export import export
+
+    value = {"w": np.arange(24 * MiB, dtype=np.float32)}  # 96 MiB
+    source = tmp_path / "big.t7"
+    streamser.save(source, value, compress="zstd", level=1)
+    target = tmp_path / f"out{suffix}"
+    tracemalloc.start()
+    try:
+        report = export(source, target)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 * MiB
+    assert report.arrays == 1
+    if suffix == ".npz":
+        with np.load(target) as archive:
+            np.testing.assert_array_equal(archive["w.npy".removesuffix(".npy")], value["w"])
+    else:
+        from safetensors.numpy import load_file
+
+        np.testing.assert_array_equal(load_file(target)["w"], value["w"])

@@ -40,14 +40,14 @@ import numpy as np
 from ..errors import StreamserError
 from ..handle import T7File, TensorInfo
 from ..handle import open as open_t7
-from ..io.arrays import byte_view, iter_chunks
+from ..io.arrays import ChunkSource, byte_view, iter_chunks
 from ..io.atomic import replacing
 
 EXPANSION_BOUND = 16  # a tensor may show at most this many times its storage's bytes ...
 EXPANSION_FLOOR = 1 << 20  # ... unless it is no larger than this many bytes
 CHUNK_BYTES = 16 << 20  # the most of one tensor held in memory while it is written
 _SAFE = "-._~[]"  # besides letters and digits: characters kept as they are in .npz names
-Arrays = Iterator[np.ndarray[Any, Any]]
+Arrays = Iterator[np.ndarray[Any, Any] | ChunkSource]  # a lazily read tensor: by chunks
 
 
 class Described(Protocol):
@@ -178,9 +178,10 @@ def _check_unique(names: list[str]) -> None:
 
 
 def _arrays(handle: T7File, wanted: dict[str, int]) -> Arrays:
-    """The chosen tensors' arrays, in the index's order (views: nothing is copied here)."""
+    """The chosen tensors' arrays, in the index's order (views: nothing is copied here; a
+    lazily read tensor comes unread, and is read by bounded chunks as it is written)."""
     expected = 0
-    for path, array in handle.arrays():
+    for path, array in handle.arrays(read=False):
         position = wanted.get(path or "<root>")
         if position is None:
             continue
@@ -198,9 +199,24 @@ def _write_npz(path: Path, infos: Sequence[Described], arrays: Arrays) -> int:
     with replacing(path) as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as archive:
         for info, array in zip(infos, arrays, strict=True):
             with archive.open(npz_member(info.path) + ".npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, array, allow_pickle=False)
-            total += array.nbytes
+                _write_npy(member, array)
+            total += array.size * array.dtype.itemsize
     return total
+
+
+def _write_npy(member: Any, array: np.ndarray[Any, Any] | ChunkSource) -> None:
+    """One ``.npy`` file: its header, then the elements in C order, a chunk at a time."""
+    header = {
+        "descr": np.lib.format.dtype_to_descr(array.dtype),
+        "fortran_order": False,
+        "shape": tuple(array.shape),  # type: ignore[union-attr]  # lazy arrays have one too
+    }
+    try:
+        np.lib.format.write_array_header_1_0(member, header)
+    except ValueError:  # a header over 64 KiB (thousands of dimensions): format 2.0
+        np.lib.format.write_array_header_2_0(member, header)
+    for chunk in iter_chunks(array, CHUNK_BYTES):
+        member.write(byte_view(chunk))
 
 
 def write_safetensors(path: Path, infos: Sequence[Described], arrays: Arrays) -> int:
@@ -241,14 +257,14 @@ def _safetensors_dtype(info: Described) -> str:
     return name
 
 
-def _write_little_endian(raw: BinaryIO, array: np.ndarray[Any, Any]) -> int:
+def _write_little_endian(raw: BinaryIO, array: np.ndarray[Any, Any] | ChunkSource) -> int:
     """Write ``array`` in C order, little endian, at most :data:`CHUNK_BYTES` at a time."""
     little = array.dtype.newbyteorder("<")
     for chunk in iter_chunks(array, CHUNK_BYTES):
         if chunk.dtype != little:
             chunk = chunk.astype(little)
         raw.write(byte_view(chunk))
-    return int(array.nbytes)
+    return int(array.size) * array.dtype.itemsize
 
 
 Writer = Callable[[Path, Sequence[Described], Arrays], int]
