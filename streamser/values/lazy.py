@@ -62,7 +62,9 @@ class LazyStorage:
     ) -> LazyArray:
         """A tensor of this storage, checked as :func:`.tensors.tensor_view` checks."""
         check_extent(self.count, sizes, strides, offset, at)
-        if math.prod(sizes) * self.dtype.itemsize > sys.maxsize:  # as numpy refuses to view it
+        # numpy refuses a shape whose non-zero sizes multiply past its index type, even when
+        # another size is 0 (an empty tensor can still be "too big")
+        if math.prod(size for size in sizes if size) * self.dtype.itemsize > sys.maxsize:
             raise FormatError(f"tensor geometry cannot be viewed: {list(sizes)} is too big", at)
         if not sizes:  # Torch's 0-d tensor: no elements, as a size-0 array (as when mapped)
             return LazyArray(self, (0,), (1,), offset)
