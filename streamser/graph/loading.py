@@ -18,10 +18,11 @@ from ..io.mapping import parsing
 from ..io.seekable import FrameDecoder, FrameSource
 from ..spec.detect import sniff_ascii
 from ..spec.format import FORMATS, Format, get_format
-from ..spec.limits import Limits
+from ..spec.limits import Limits, memory_errors_as_limits
 from .reader import GraphReader
 
 
+@memory_errors_as_limits("reading the input")
 def read_buffer(
     buffer: Any, start: int, format: str | None, *, referenced: bool, limits: Limits
 ) -> Reading:
@@ -106,6 +107,7 @@ def read_detected(
     raise error
 
 
+@memory_errors_as_limits("reading the input")
 def read_lazily(
     buffer: Any, start: int, format: str | None, *, referenced: bool, limits: Limits
 ) -> tuple[Reading, FrameSource] | None:

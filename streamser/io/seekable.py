@@ -232,7 +232,9 @@ class FrameDecoder(BinaryDecoder):
             count = int.from_bytes(self._map[pos : pos + 4], "little", signed=True)
             if 0 < count <= min(self.max_string, self.size - pos - 4):
                 self._ready(pos, pos + 4 + count)
-        return super().read_string()
+        data = super().read_string()
+        self._release_before(self.pos - self._KEEP_BEHIND)  # a big string: not held twice
+        return data
 
     def read_geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
         pos = self.pos
