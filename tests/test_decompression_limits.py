@@ -106,13 +106,13 @@ def test_cgroup_memory_limit_bounds_the_default(
     monkeypatch.setattr(limits, "_CGROUP", tmp_path / "cgroup")
     monkeypatch.setattr(limits, "_address_space_room", lambda: None)
     assert limits.memory_room() == 824 * MiB
-    monkeypatch.setattr(limits, "_measured", (-1e9, 0))
+    monkeypatch.setattr(limits, "_measured", (-1e9, -1, 0))
     assert default_max_decompressed() == 412 * MiB
 
 
 def test_default_never_drops_below_the_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits, "memory_room", lambda: 1000)
-    monkeypatch.setattr(limits, "_measured", (-1e9, 0))
+    monkeypatch.setattr(limits, "_measured", (-1e9, -1, 0))
     assert default_max_decompressed() == MIN_DECOMPRESSED
 
 

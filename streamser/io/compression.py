@@ -237,12 +237,23 @@ def _seekable_frames(view: memoryview, entries: list[tuple[int, int]], out: Grow
 
 def _decompress_frame(view: memoryview, pos: int, end: int, out: GrowingBuffer, most: int) -> int:
     """Decompress the frame at ``view[pos:end]`` into ``out``; the bytes it held."""
-    reader = zstandard.ZstdDecompressor().stream_reader(view[pos:end], read_across_frames=False)
+    reader = _decompressor().stream_reader(view[pos:end], read_across_frames=False)
     try:
         with reader:
             return out.fill(reader.readinto, most)
     except zstandard.ZstdError as exc:
         raise FormatError(f"damaged zstd frame: {exc}", pos) from None
+
+
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompression context (making one costs more than a small frame)."""
+    found: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if found is None:
+        found = _local.decompressor = zstandard.ZstdDecompressor()
+    return found
 
 
 def _is_zstd_frame(view: memoryview, pos: int) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..codecs import Decoder
-from ..errors import FormatError
+from ..errors import FormatError, TruncatedError
 from .format import (
     CLASSES,
     MAX_EXACT_INT,
@@ -85,6 +85,8 @@ def _read_record(
         count = decoder.read_int()
         if count < 0:
             raise FormatError(f"table claims {count} entries", at)
+        if 2 * count * decoder.min_record > decoder.remaining():  # before a list of them
+            raise TruncatedError(f"input too short for a table of {count} entries", at)
         return Record(at, depth, tag, index, f"table of {count} entries"), 2 * count
     if tag != TAG_TORCH:
         size = len(decoder.read_string())

@@ -35,17 +35,28 @@ def default_max_decompressed() -> int:
     """Half of :func:`memory_room`, and at least ``MIN_DECOMPRESSED``.
 
     Half, because what is decompressed is then read into values (a string is copied once
-    more), and the rest of the program needs memory too. Measured again after a second at
-    most, so that it follows the machine without costing every small read a look at /proc.
+    more), and the rest of the program needs memory too. Measured again after a second, or
+    at once when ``RLIMIT_AS`` changed, so that it follows the machine without costing every
+    small read a look at /proc.
     """
     global _measured
-    now = time.monotonic()
-    if now - _measured[0] > 1.0:
-        _measured = (now, max(MIN_DECOMPRESSED, memory_room() // 2))
-    return _measured[1]
+    now, cap = time.monotonic(), _address_space_limit()
+    if now - _measured[0] > 1.0 or cap != _measured[1]:
+        _measured = (now, cap, max(MIN_DECOMPRESSED, memory_room() // 2))
+    return _measured[2]
 
 
-_measured: tuple[float, int] = (-1e9, 0)  # (when, default_max_decompressed)
+_measured: tuple[float, int, int] = (-1e9, -1, 0)  # (when, RLIMIT_AS, the default)
+
+
+def _address_space_limit() -> int:
+    """The soft ``RLIMIT_AS`` in bytes; -1 when there is none."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return -1 if soft == resource.RLIM_INFINITY else soft
 
 
 def _read_number(path: Path, key: str | None = None) -> int | None:
@@ -110,12 +121,8 @@ def _cgroup_folders() -> Iterator[tuple[Path, str, str, str]]:
 
 
 def _address_space_room() -> int | None:
-    try:
-        import resource
-    except ImportError:  # not POSIX
-        return None
-    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if soft == resource.RLIM_INFINITY:
+    soft = _address_space_limit()
+    if soft < 0:  # RLIM_INFINITY, or not POSIX
         return None
     try:
         pages = int((_PROC / "self" / "statm").read_text().split()[0])
