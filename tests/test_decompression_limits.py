@@ -249,3 +249,22 @@ def test_bomb_targets_at_small_sizes() -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "every target met" in result.stdout
+
+
+def test_without_mremap_the_buffer_grows_by_copying(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where mappings cannot be resized (macOS, Windows) a bigger one is made and the bytes
+    copied: the same result, at the cost of a copy."""
+    import mmap
+
+    from streamser.io import growing
+
+    class NoRemap(mmap.mmap):
+        def resize(self, newsize: int) -> None:
+            raise SystemError("mmap: resizing not available--no mremap()")
+
+    monkeypatch.setattr(growing, "_new_map", lambda size: NoRemap(-1, size))
+    plain = np.random.default_rng(1).integers(0, 4, 3 * MiB, dtype=np.uint8).tobytes()
+    packed = zstandard.ZstdCompressor(write_content_size=False).compress(plain)
+    result = decompress(packed)
+    assert isinstance(result, NoRemap)
+    assert bytes(result) == plain

@@ -201,7 +201,7 @@ def _copy_ownership(fd: int, existing: os.stat_result | None) -> None:
                 break
             except PermissionError:
                 continue
-    with suppress(OSError):  # file systems without modes (FAT, some network shares)
+    with suppress(OSError, AttributeError):  # no modes: FAT, some shares, Windows
         os.fchmod(fd, stat.S_IMODE(existing.st_mode))
 
 

@@ -14,6 +14,7 @@ no intermediate ``bytes`` of the output exist either.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import sys
 from collections.abc import Callable
@@ -119,7 +120,9 @@ def _resized(old: mmap.mmap, size: int, used: int) -> mmap.mmap:
     try:
         old.resize(size)
         return old
-    except SystemError:  # "resizing not available": no mremap on this system
+    except (SystemError, OSError) as exc:  # SystemError: no mremap on this system
+        if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+            raise  # a copy would need even more
         new = _new_map(size)
         with memoryview(old) as source:
             new[:used] = source[:used]

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import FormatError
 from ..io.arrays import byte_view
 from ..spec.format import CLASSES
+from ..spec.limits import memory_errors_as_limits
 from .lua import LuaFunction, LuaTable, Storage, TorchObject, remember_class, remembered_class
 from .tensors import check_extent, tensor_view
 
@@ -49,6 +50,7 @@ class LazyStorage:
     def nbytes(self) -> int:
         return self.count * self.file_dtype.itemsize
 
+    @memory_errors_as_limits("reading a tensor")
     def read(self, first: int = 0, end: int | None = None) -> Array:
         """Elements ``first:end`` as a new array (only their frames are decompressed)."""
         end = self.count if end is None else end
