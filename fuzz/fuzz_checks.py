@@ -43,7 +43,8 @@ SELECTED_FORMATS: tuple[str | None, ...] = ("binary", "b32", "ascii", None)
 TOUCH_LIMIT = 1 << 22  # elements summed directly; bigger (overlapping) views touch their storage
 MAX_VALUES_PER_STREAM = 8  # values read one after another through a Reader
 # zstd input may expand this far; a limit the caller sets must hold before anything is
-# allocated (the default, 64 GiB, is a policy: the checks test that limits are enforced).
+# allocated (the default, half of the memory the process can use, is exercised by
+# structured_fuzz.py, whose children run under an address-space cap).
 MAX_DECOMPRESSED = 64 << 20
 LIMITS: dict[str, Any] = {"max_decompressed": MAX_DECOMPRESSED}
 
