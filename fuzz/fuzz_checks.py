@@ -36,6 +36,7 @@ import numpy as np
 
 import streamser
 from streamser import LuaFunction, LuaTable, Storage, StreamserError, TorchObject
+from streamser.io.arrays import root_of
 
 T = TypeVar("T")
 
@@ -43,7 +44,8 @@ SELECTED_FORMATS: tuple[str | None, ...] = ("binary", "b32", "ascii", None)
 TOUCH_LIMIT = 1 << 22  # elements summed directly; bigger (overlapping) views touch their storage
 MAX_VALUES_PER_STREAM = 8  # values read one after another through a Reader
 # zstd input may expand this far; a limit the caller sets must hold before anything is
-# allocated (the default, 64 GiB, is a policy: the checks test that limits are enforced).
+# allocated (the default, half of the memory the process can use, is exercised by
+# structured_fuzz.py, whose children run under an address-space cap).
 MAX_DECOMPRESSED = 64 << 20
 LIMITS: dict[str, Any] = {"max_decompressed": MAX_DECOMPRESSED}
 
@@ -85,10 +87,7 @@ def clean(step: Callable[[], T]) -> T | None:
 
 
 def _root(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    root = array
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    return root
+    return root_of(array)  # through the wrappers of as_strided views too
 
 
 def _children(value: Any) -> list[Any]:

@@ -2,7 +2,8 @@
 
 ``save`` is atomic: it writes a temporary file beside the target, flushes and fsyncs it, then
 renames it over the target, so a failure at any point leaves the old file whole (and never
-truncates a file that may be memory-mapped by an earlier ``load``).
+truncates a file that may be memory-mapped by an earlier ``load``). Otherwise it behaves as
+``open(path, "wb")`` would: see :mod:`streamser.io.atomic`.
 """
 
 from __future__ import annotations
@@ -44,13 +45,16 @@ def load(
     ``mmap`` (the default) tensors of binary files are copy-on-write views of a mapping of the
     file: nothing of their data is read until touched, and writing to them never changes the
     file; ``populate=True`` faults the whole mapping in at once, in parallel, for callers that
-    will touch every tensor. ``mmap=False`` reads the file into memory, a big file by several
-    threads at once. ``threads`` bounds those threads (None: ``STREAMSER_THREADS`` or up to 4;
-    1: none; files under 32 MiB are read by the calling thread alone). zstd-compressed files
-    are recognised by their magic number and decompressed (into memory, at most
-    ``max_decompressed`` bytes). ``limits`` override the bounds of
-    :class:`~streamser.spec.limits.Limits` (``max_depth``, ``max_string``, ``max_table``,
-    ``max_objects``, ``max_decompressed``).
+    will touch every tensor. The views outlive the file being deleted or replaced by a rename
+    (as ``save`` replaces it), but they show the new bytes if another program rewrites the file
+    in place, and touching them after it truncates the file is SIGBUS. ``mmap=False`` reads the
+    file into private memory at once, immune to all of that, a big file by several threads at
+    once. ``threads`` bounds those threads (None: ``STREAMSER_THREADS`` or up to 4; 1: none;
+    files under 32 MiB are read by the calling thread alone). zstd-compressed files are
+    recognised by their magic number and decompressed into memory (at most
+    ``max_decompressed`` bytes: by default half of what the process can still allocate).
+    ``limits`` override the bounds of :class:`~streamser.spec.limits.Limits` (``max_depth``,
+    ``max_string``, ``max_table``, ``max_objects``, ``max_decompressed``).
 
     A URL (``s3://``, ``gs://``, ``https://``, ``memory://``: any fsspec protocol, with
     ``storage_options``) and a file object that cannot be mapped are read into one buffer by
@@ -168,10 +172,12 @@ def save(
     """Write ``value`` as a ``.t7`` file (``format``: binary, ascii, b32 or b64).
 
     A path is written atomically (temporary file, fsync, rename); on any error the old file is
-    left as it was and the temporary file is removed. A file object is written in place. A URL
-    is uploaded as it is written, in bounded memory, and replaces the object only once
-    complete: on S3 by a multipart upload of ``part_size`` parts (8 MiB), ``max_concurrency``
-    (4) of them in flight, aborted on error; elsewhere under a temporary name, then moved (see
+    left as it was and the temporary file is removed. Symbolic links are followed and the
+    replaced file's mode, owner and group kept; what ``open(path, "wb")`` refuses is refused
+    with the same error. A file object is written in place. A URL is uploaded as it is
+    written, in bounded memory, and replaces the object only once complete: on S3 by a
+    multipart upload of ``part_size`` parts (8 MiB), ``max_concurrency`` (4) of them in
+    flight, aborted on error; elsewhere under a temporary name, then moved (see
     :mod:`streamser.io.upload`). ``storage_options`` go to fsspec.
 
     ``compact=True`` writes every partial or strided view as its own storage instead of the

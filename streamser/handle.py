@@ -32,6 +32,7 @@ from .spec.format import Format
 from .spec.limits import Limits
 from .values.lazy import LazyArray, LazyStorage, materialize
 from .values.lua import Storage
+from .values.tensors import private_copy
 
 _MISSING = paths.MISSING
 
@@ -80,12 +81,13 @@ class TensorSlice:
         (of a compressed file, only the frames under them are decompressed)."""
         if isinstance(self._array, LazyArray):
             return self._array[index]
-        return np.array(self._array[index])
+        return private_copy(self._array[index])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
         if isinstance(self._array, LazyArray):  # read once; the result is already new
             return self._array.__array__(dtype)
-        return np.array(self._array, dtype=dtype)
+        copy = private_copy(self._array)  # a broadcast stays one, not 2**40 copies
+        return copy if dtype is None or copy.dtype == dtype else copy.astype(dtype)
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self._origin is None:  # a file object: the values themselves

@@ -264,23 +264,20 @@ def test_bad_format_names() -> None:
 
 
 def test_stale_temporaries_of_killed_saves_are_removed(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+    """Leftovers are judged by their lock, not by the PID in their name: a temporary nobody
+    holds is removed (even one named after this very process), a held one is kept."""
+    import fcntl
 
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    stale = tmp_path / f".m.t7.{dead.stdout.strip()}-abcd.streamser-tmp"
-    running = tmp_path / f".m.t7.{os.getpid()}-ef01.streamser-tmp"  # a save in progress
+    stale = tmp_path / f".m.t7.{os.getpid()}-abcd.streamser-tmp"  # this PID, but unlocked
+    running = tmp_path / ".m.t7.1-ef01.streamser-tmp"  # a save in progress holds its lock
     other = tmp_path / ".n.t7.1-0000.streamser-tmp"  # another target's
     for path in (stale, running, other):
         path.write_bytes(b"partial")
-    streamser.save(tmp_path / "m.t7", [1])
+    with open(running, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        streamser.save(tmp_path / "m.t7", [1])
+        assert running.exists()
     assert not stale.exists()
-    assert running.exists()
     assert other.exists()
 
 

@@ -49,7 +49,10 @@ def _parse_float(token: bytes) -> float:
         sign = -1.0 if text.startswith("-") else 1.0
         body = text.lstrip("+-")
         if body[:2].lower() == "0x":
-            return sign * float.fromhex(body)
+            try:
+                return sign * float.fromhex(body)
+            except OverflowError:  # strtod gives inf (ERANGE), as for decimal overflow
+                return sign * math.inf
         raise
 
 

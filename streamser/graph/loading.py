@@ -26,7 +26,7 @@ from ..io.ranged import ByteSource, RangedSource
 from ..io.seekable import FrameDecoder, FrameSource, seek_table_of
 from ..spec.detect import refuse_foreign, sniff_ascii
 from ..spec.format import FORMATS, Format, get_format
-from ..spec.limits import Limits
+from ..spec.limits import Limits, memory_errors_as_limits
 from .index import IndexRecorder
 from .reader import GraphReader
 
@@ -188,6 +188,7 @@ def read_value(
     return Reading(value, found, decoder.pos, buffer, index)
 
 
+@memory_errors_as_limits("reading the input")
 def read_buffer(
     buffer: Any,
     start: int,
@@ -220,6 +221,7 @@ def closing(stream: Input) -> Iterator[Input]:
         stream.close()
 
 
+@memory_errors_as_limits("reading the input")
 def read_ranged(
     source: RangedSource,
     format: str | None,

@@ -19,8 +19,8 @@ object graph, or read a tensor's rows, without decompressing frames it does not 
 table records each frame's size, so frames of several sizes are within the format.
 
 Readers recognise zstd input by its magic number whatever the file is called. Decompression is
-bounded: the declared size (seek table or frame header) is checked against ``max_size`` before
-anything is allocated, and an undeclared stream is cut off at ``max_size``.
+bounded: a seek table's declared size is checked against ``max_size`` before anything is
+allocated, and an undeclared stream is cut off at ``max_size``.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:  # imported on first use: ``import streamser`` stays fast
     from concurrent.futures import Future
 
     import zstandard
 
 from ..errors import FormatError, LimitError, TruncatedError
+from ..spec.limits import default_max_decompressed, out_of_memory
+from .growing import GrowingBuffer, OutOfMemory, Overflow
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SEEK_TABLE_MAGIC = 0x184D2A5E
@@ -47,7 +47,6 @@ ENTRY = struct.Struct("<II")  # compressed size, decompressed size
 SKIPPABLE_HEADER = struct.Struct("<II")  # magic, frame size
 DEFAULT_FRAME_SIZE = 4 << 20
 MAX_FRAME_SIZE = 1 << 30  # the seekable format's limit on one frame's decompressed size
-DEFAULT_MAX_SIZE = 64 << 30  # bytes a compressed input may expand to unless told otherwise
 
 
 def is_zstd(buffer: Any, start: int = 0) -> bool:
@@ -178,30 +177,134 @@ def read_seek_table(buffer: Any) -> list[tuple[int, int]] | None:
     return entries
 
 
-def decompress(buffer: Any, *, max_size: int = DEFAULT_MAX_SIZE) -> memoryview:
-    """The whole decompressed stream, in one buffer.
+def decompress(buffer: Any, *, max_size: int | None = None) -> Any:
+    """The whole decompressed stream, in one buffer (a mapping; ``b""`` when empty).
 
-    With a seek table the total size is known and checked against ``max_size`` before anything
-    is allocated; a plain zstd stream grows its buffer up to ``max_size`` and no further (a
-    zstd bomb stops there). Skippable frames are stepped over.
+    ``max_size`` (by default :func:`~streamser.spec.limits.default_max_decompressed`) bounds
+    the result. A seek table's declared total is checked against it before anything is
+    allocated; without one, output stops at ``max_size``. Frames are decompressed straight into
+    a buffer that grows in place (:mod:`.growing`), so memory in use is the decompressed bytes
+    plus 64 KiB, never twice them. Each frame's extent is found from its block headers first,
+    so a truncated frame is an error, not a short result. Skippable frames are stepped over.
     """
-    entries = read_seek_table(buffer)
-    declared = sum(d for _, d in entries) if entries is not None else None
-    if declared is not None and declared > max_size:
-        raise _too_big(declared, max_size)
-    if entries is not None and any(d > MAX_FRAME_SIZE for _, d in entries):
-        raise FormatError(f"seek table claims a frame over {MAX_FRAME_SIZE:,} bytes", 0)
-    # Memory follows the data that actually arrives, from a start in proportion to the input:
-    # neither junk that starts like zstd nor a seek table's claims can cost a big allocation.
-    ceiling = max_size if declared is None else declared
-    out = _Output(min(ceiling, max(1 << 16, 4 * len(buffer))), ceiling, max_size)
+    limit = default_max_decompressed() if max_size is None else max_size
     view = memoryview(buffer).cast("B")
+    entries = read_seek_table(view)
+    if entries is not None:
+        declared = sum(d for _, d in entries)
+        if declared > limit:
+            raise _too_big(declared, limit)
+        if any(d > MAX_FRAME_SIZE for _, d in entries):
+            raise FormatError(f"seek table claims a frame over {MAX_FRAME_SIZE:,} bytes", 0)
+    ceiling = limit if entries is None else declared
+    # The first reservation follows the input, not a claim; growing costs no copies.
+    out = GrowingBuffer(max(1 << 16, 4 * view.nbytes), ceiling)
+    try:
+        if entries is None:
+            _plain_frames(view, out, limit)
+        else:
+            _seekable_frames(view, entries, out)
+    except OutOfMemory:
+        raise out_of_memory(f"decompressing (after {out.size:,} bytes)") from None
+    return out.result()
+
+
+def _plain_frames(view: memoryview, out: GrowingBuffer, limit: int) -> None:
+    """Every frame of a zstd stream without a seek table, up to ``limit`` bytes in all."""
     pos = 0
     while pos < view.nbytes:
-        pos = _skip_skippable(view, pos) if _is_skippable(view, pos) else _frame(view, pos, out)
-    if declared is not None and out.size != declared:
-        raise FormatError(f"zstd frames hold {out.size:,} bytes, the seek table {declared:,}", 0)
-    return out.view()
+        if _is_skippable(view, pos):
+            pos = _skip_skippable(view, pos)
+            continue
+        end = _frame_end(view, pos)
+        try:
+            _decompress_frame(view, pos, end, out, limit - out.size)
+        except Overflow:
+            raise _too_big(out.size + 1, limit) from None
+        pos = end
+
+
+def _seekable_frames(view: memoryview, entries: list[tuple[int, int]], out: GrowingBuffer) -> None:
+    """The frames a seek table lists, each checked against its entry."""
+    pos = 0
+    for packed, size in entries:
+        if not _is_zstd_frame(view, pos) or _frame_end(view, pos) != pos + packed:
+            raise FormatError("the zstd frames do not match the seek table", pos)
+        try:
+            got = _decompress_frame(view, pos, pos + packed, out, size)
+        except Overflow:
+            raise FormatError(
+                f"zstd frame holds more than the seek table's {size:,} bytes", pos
+            ) from None
+        if got != size:
+            raise FormatError(f"zstd frame holds {got:,} bytes, the seek table {size:,}", pos)
+        pos += packed
+
+
+def _decompress_frame(view: memoryview, pos: int, end: int, out: GrowingBuffer, most: int) -> int:
+    """Decompress the frame at ``view[pos:end]`` into ``out``; the bytes it held."""
+    import zstandard
+
+    reader = _decompressor().stream_reader(view[pos:end], read_across_frames=False)
+    try:
+        with reader:
+            return out.fill(reader.readinto, most)
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"damaged zstd frame: {exc}", pos) from None
+
+
+_contexts: dict[int, zstandard.ZstdDecompressor] = {}  # by thread id
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompression context (making one costs more than a small frame)."""
+    import threading
+
+    import zstandard
+
+    ident = threading.get_ident()
+    found = _contexts.get(ident)
+    if found is None:
+        if len(_contexts) > 64:  # threads come and go: forget the old ones
+            _contexts.clear()
+        found = _contexts[ident] = zstandard.ZstdDecompressor()
+    return found
+
+
+def _is_zstd_frame(view: memoryview, pos: int) -> bool:
+    return bytes(view[pos : pos + 4]) == ZSTD_MAGIC
+
+
+_DICT_ID_BYTES = (0, 1, 2, 4)
+_CONTENT_SIZE_BYTES = (0, 2, 4, 8)  # flag 0 with the single-segment bit set: 1 byte
+_RLE_BLOCK, _RESERVED_BLOCK = 1, 3
+
+
+def _frame_end(view: memoryview, pos: int) -> int:
+    """Where the zstd frame at ``pos`` ends, from its header and block headers (RFC 8878),
+    without decompressing it: a frame cut short is a :class:`TruncatedError` here."""
+    if not _is_zstd_frame(view, pos):
+        raise FormatError("expected a zstd frame", pos)
+    if view.nbytes - pos < 5:
+        raise TruncatedError("input ends inside a zstd frame header", pos)
+    descriptor = view[pos + 4]
+    single_segment = descriptor >> 5 & 1
+    end = pos + 5 + (1 - single_segment) + _DICT_ID_BYTES[descriptor & 3]
+    end += _CONTENT_SIZE_BYTES[descriptor >> 6] or single_segment
+    last = False
+    while not last:
+        if end + 3 > view.nbytes:
+            raise TruncatedError("input ends inside a zstd frame", pos)
+        header = view[end] | view[end + 1] << 8 | view[end + 2] << 16
+        kind = header >> 1 & 3
+        if kind == _RESERVED_BLOCK:
+            raise FormatError("zstd block of the reserved type", end)
+        last = bool(header & 1)
+        end += 3 + (1 if kind == _RLE_BLOCK else header >> 3)
+    end += 4 if descriptor & 4 else 0  # the content checksum
+    if end > view.nbytes:
+        raise TruncatedError("input ends inside a zstd frame", pos)
+    return end
 
 
 def _is_skippable(view: memoryview, pos: int) -> bool:
@@ -217,66 +320,6 @@ def _skip_skippable(view: memoryview, pos: int) -> int:
     if end > view.nbytes:
         raise TruncatedError("input ends inside a skippable zstd frame", pos)
     return end
-
-
-def _frame(view: memoryview, pos: int, out: _Output) -> int:
-    """Decompress the zstd frame at ``pos`` into ``out``; returns where the next frame starts."""
-    if bytes(view[pos : pos + 4]) != ZSTD_MAGIC:
-        raise FormatError("expected a zstd frame", pos)
-    import zstandard
-
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    fed = pos
-    try:
-        while not decompressor.eof:
-            if fed >= view.nbytes:
-                raise TruncatedError("input ends inside a zstd frame", pos)
-            chunk = view[fed : fed + out.safe_input()]
-            fed += chunk.nbytes
-            out.append(decompressor.decompress(chunk))
-    except zstandard.ZstdError as exc:
-        raise FormatError(f"damaged zstd frame: {exc}", pos) from None
-    return fed - len(decompressor.unused_data)
-
-
-_MAX_RATIO = 1 << 15  # a zstd block yields at most 128 KiB from at least 4 bytes of input
-
-
-class _Output:
-    """A growing output buffer that never grows past ``ceiling`` bytes.
-
-    ``ceiling`` is what the seek table declares, or ``max_size`` without one; input is fed in
-    pieces small enough that even a zstd bomb cannot overshoot the ceiling by much in one call.
-    """
-
-    def __init__(self, capacity: int, ceiling: int, max_size: int) -> None:
-        self._array = np.empty(capacity, dtype=np.uint8)
-        self._ceiling = ceiling
-        self._max_size = max_size
-        self.size = 0
-
-    def safe_input(self) -> int:
-        """How many compressed bytes may be decompressed in one call."""
-        return max(1 << 10, min(1 << 20, (self._ceiling - self.size) // _MAX_RATIO))
-
-    def append(self, data: bytes) -> None:
-        end = self.size + len(data)
-        if end > self._array.size:
-            if end > self._ceiling:
-                if self._ceiling < self._max_size:
-                    raise FormatError("zstd frames hold more than the seek table declares", 0)
-                raise _too_big(end, self._ceiling)
-            try:
-                grown = np.empty(min(self._ceiling, max(end, 2 * self._array.size)), np.uint8)
-            except MemoryError:
-                raise _too_big(end, self._max_size) from None
-            grown[: self.size] = self._array[: self.size]
-            self._array = grown
-        self._array[self.size : end] = np.frombuffer(data, dtype=np.uint8)
-        self.size = end
-
-    def view(self) -> memoryview:
-        return memoryview(self._array.data)[: self.size]
 
 
 def _too_big(size: int, ceiling: int) -> LimitError:

@@ -332,7 +332,10 @@ class FrameDecoder(BinaryDecoder):
 
     def read_raw(self, count: int) -> bytes:
         self._ahead(count)
-        return super().read_raw(count)
+        data = super().read_raw(count)
+        if count > 1 << 16:  # a big string: its frames are not held beside the copy
+            self._release_before(self.pos - self._KEEP_BEHIND)
+        return data
 
     def read_array(self, element: ElementType, count: int) -> Any:
         """A :class:`LazyStorage` for the elements; they are checked to exist, not read."""

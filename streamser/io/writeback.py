@@ -47,15 +47,25 @@ _sync_file_range: Callable[[int, int, int, int], int] | None = _sync_on_first_us
 
 
 class WriteBehindFile(io.FileIO):
-    """An unbuffered file that asks the kernel to write back every ``STEP`` bytes written."""
+    """An unbuffered file that asks the kernel to write back every ``STEP`` bytes written.
 
-    def __init__(self, fd: int, mode: str = "wb") -> None:
+    ``name`` is the file its errors speak of (a temporary file's errors name the file it
+    will replace: "No space left on device: 'model.t7'").
+    """
+
+    def __init__(self, fd: int, mode: str = "wb", *, name: str | None = None) -> None:
         super().__init__(fd, mode)
         self._written = 0
         self._requested = 0  # bytes already handed to write-back
+        self._error_name = name
 
     def write(self, data: ReadableBuffer, /) -> int:
-        count = super().write(data)
+        try:
+            count = super().write(data)
+        except OSError as exc:
+            if self._error_name is None or exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, self._error_name) from exc
         if count:
             self._written += count
             if self._written - self._requested >= STEP and _sync_file_range is not None:

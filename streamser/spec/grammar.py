@@ -402,6 +402,6 @@ def _parse_version(text: bytes) -> int | float | None:
     """Lua's ``tonumber`` of the text after ``V ``, or None when it is not a finite number."""
     try:
         value = float(int(text, 16)) if text.strip().lower().startswith(b"0x") else float(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # over 2**1024: Lua's tonumber gives inf, not finite
         return None
     return number_value(value) if math.isfinite(value) else None

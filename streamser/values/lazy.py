@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import FormatError
 from ..io.arrays import byte_view
 from ..spec.format import CLASSES
+from ..spec.limits import memory_errors_as_limits
 from .lua import LuaFunction, LuaTable, Storage, TorchObject, remember_class, remembered_class
 from .tensors import check_extent, tensor_view
 
@@ -56,6 +57,7 @@ class LazyStorage:
     def nbytes(self) -> int:
         return self.count * self.file_dtype.itemsize
 
+    @memory_errors_as_limits("reading a tensor")
     def read(self, first: int = 0, end: int | None = None) -> Array:
         """Elements ``first:end`` as a new array (only their frames are decompressed, only
         their bytes fetched: a big read as parallel range requests)."""
@@ -85,7 +87,9 @@ class LazyStorage:
     ) -> LazyArray:
         """A tensor of this storage, checked as :func:`.tensors.tensor_view` checks."""
         check_extent(self.count, sizes, strides, offset, at)
-        if math.prod(sizes) * self.dtype.itemsize > sys.maxsize:  # as numpy refuses to view it
+        # numpy refuses a shape whose non-zero sizes multiply past its index type, even when
+        # another size is 0 (an empty tensor can still be "too big")
+        if math.prod(size for size in sizes if size) * self.dtype.itemsize > sys.maxsize:
             raise FormatError(f"tensor geometry cannot be viewed: {list(sizes)} is too big", at)
         if not sizes:  # Torch's 0-d tensor: no elements, as a size-0 array (as when mapped)
             return LazyArray(self, (0,), (1,), offset)

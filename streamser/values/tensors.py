@@ -221,6 +221,20 @@ def _own_storage(array: Array, cls: TorchClass) -> TensorLayout:
     return TensorLayout(cls, array.shape, contiguous_strides(array.shape), 0, array, array)
 
 
+def private_copy(array: Array) -> Array:
+    """A copy of ``array`` that owns its memory. A view that shows memory more than once keeps
+    its strides over a copy of just the memory it covers: copying a stride-0 broadcast of one
+    float to 2**40 elements copies one float, as :func:`_own_storage` writes one."""
+    span = _span(array)
+    if span is None or span >= array.size:
+        return np.array(array)
+    covered = np.lib.stride_tricks.as_strided(array, shape=(span,), strides=(array.itemsize,))
+    copy = np.array(covered)
+    view = np.lib.stride_tricks.as_strided(copy, shape=array.shape, strides=array.strides)
+    view.flags.writeable = False  # writing one element would change all its repeats
+    return view
+
+
 def _span(array: Array) -> int | None:
     """Elements from ``array``'s first to its last, in memory; None when a stride is negative
     or not a whole number of elements (Torch strides cannot say those)."""
