@@ -77,13 +77,14 @@ def run_case(
     try:
         with Session(args) as session, Keeper() as keeper:
             versions = session.ready["versions"]
-            for phase in phases:
+            for number, phase in enumerate(phases):
                 rows = [
                     new_measurement(case, phase.op, c, manifest, versions) for c in phase.contenders
                 ]
                 measurements.extend(rows)
                 worker_notes = _run_phase(session, keeper, phase, rows, settings, source)
                 notes.extend(f"{case}: {n}" for n in worker_notes if f"{case}: {n}" not in notes)
+                _remove_unread(phase, phases[number + 1 :])
     except WorkerError as exc:
         for m in measurements:
             if m["ok"] is not False and not m["runs"]:
@@ -95,6 +96,17 @@ def run_case(
                 for path in phase.files.values():
                     remove(path)
     return measurements, notes
+
+
+def _remove_unread(phase: Phase, later: list[Phase]) -> None:
+    """Delete the outputs of a save phase that no later phase reads (tofile's, fileobj's):
+    fewer files in the page cache while the loads run."""
+    if phase.op != "save":
+        return
+    read = {path for other in later for path in other.files.values()}
+    for path in phase.files.values():
+        if path not in read:
+            remove(path)
 
 
 def new_measurement(
