@@ -39,7 +39,7 @@ def draw(measurements: list[Measurement], path: Path) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullLocator
+    from matplotlib.ticker import FuncFormatter, NullLocator
 
     palette = plt.get_cmap("tab20")
     colours = {name: palette(i % 20) for i, name in enumerate(CONTENDERS)}
@@ -68,6 +68,8 @@ def draw(measurements: list[Measurement], path: Path) -> str | None:
         axes[1][column].set_ylabel("anonymous memory rise during the run (MiB)")
         axes[0][column].set_yscale("log")
         axes[1][column].set_yscale("symlog", linthresh=1.0)  # a rise of 0 is common
+        axes[1][column].set_ylim(bottom=0)
+        axes[1][column].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         for axis in (axes[0][column], axes[1][column]):
             axis.set_xscale("log", base=2)
             axis.set_xticks([size / GIB for size in sizes_run])
