@@ -87,7 +87,7 @@ def run_case(
                 _remove_unread(phase, phases[number + 1 :])
     except WorkerError as exc:
         for m in measurements:
-            if m["ok"] is not False and not m["runs"]:
+            if m["ok"] is None:  # not checked yet: the worker died before
                 _fail(m, str(exc))
         notes.append(f"{case}: {exc}")
     finally:
@@ -155,7 +155,7 @@ def _run_phase(
     settings: Settings,
     source: Path,
 ) -> list[str]:
-    """Run the repetitions of one phase; return the worker's notes."""
+    """Set up one phase, then run its repetitions; return the worker's notes."""
     files = {name: str(path) for name, path in phase.files.items()}
     reply, _ = session.request({"cmd": "phase", "op": phase.op, "files": files})
     inputs = {m["contender"]: input_file(phase, m["contender"], source) for m in rows}
@@ -167,8 +167,21 @@ def _run_phase(
             _fail(m, f"input {path.name} missing (its save failed)")
         elif path is not None and not settings.cold:
             keeper.keep(path)
+    return _repeat(session, keeper, phase, rows, settings, inputs) or list(reply.get("notes", []))
+
+
+def _repeat(
+    session: Session,
+    keeper: Keeper,
+    phase: Phase,
+    rows: list[Measurement],
+    settings: Settings,
+    inputs: dict[str, Path | None],
+) -> list[str]:
+    """The repetitions of a phase: every contender once in each, in order; the worker's
+    notes."""
     spent = {m["contender"]: 0.0 for m in rows}
-    inner = 1
+    inner, notes = 1, list[str]()
     for repetition in range(settings.warmup + settings.repeat):
         warmup = repetition < settings.warmup
         if repetition == settings.warmup and repetition:
@@ -180,6 +193,7 @@ def _run_phase(
             command = {"cmd": "run", "contender": m["contender"], "warmup": warmup}
             command.update(check=not warmup and m["ok"] is None, inner=inner)
             reply, samples = _run(session, keeper, command, inputs[m["contender"]], m, settings)
+            notes = reply.get("notes", notes)
             if "error" in reply:
                 _fail(m, reply["error"])
                 m["traceback"] = reply.get("traceback")
@@ -188,7 +202,7 @@ def _run_phase(
             _record(m, reply, samples, repetition)
             done.append(_brief(m, reply))
         _progress(phase, repetition, warmup, done)
-    return list(reply.get("notes", []))
+    return list(notes)
 
 
 def batch_size(rows: list[Measurement]) -> int:

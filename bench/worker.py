@@ -36,6 +36,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -82,6 +83,47 @@ def _delta(after: dict[str, int] | None, before: dict[str, int] | None) -> dict[
     if after is None or before is None:
         return None
     return {key: after[key] - before[key] for key in after}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One timing: wall and CPU seconds, seconds spent waiting for a CPU, and the window on
+    the system-wide monotonic clock."""
+
+    wall: float
+    cpu: float
+    wait: float
+    start: float
+    end: float
+
+
+def time_once(operation: Callable[[], Any]) -> tuple[Timing, Any]:
+    """Run ``operation`` once, timed; its result."""
+    queued = sched.waited()
+    cpu_start, start = time.process_time(), time.monotonic()
+    result = operation()
+    end, cpu_end = time.monotonic(), time.process_time()
+    return Timing(end - start, cpu_end - cpu_start, sched.waited() - queued, start, end), result
+
+
+def summary(timings: list[Timing], before: procmem.Memory, after: procmem.Memory) -> dict[str, Any]:
+    """A run's record: its best timing, every timing, and its memory before and after."""
+    best = min(timings, key=lambda timing: timing.wall)
+    return {
+        "start": timings[0].start,
+        "end": timings[-1].end,
+        "seconds": best.wall,
+        "cpu": min(timing.cpu for timing in timings),
+        "wait": best.wait,
+        "batch": [timing.wall for timing in timings],
+        "cpu_batch": [timing.cpu for timing in timings],
+        "wait_batch": [timing.wait for timing in timings],
+        "rss_before": before.rss,
+        "anon_before": before.anon,
+        "rss_after": after.rss,
+        "anon_after": after.anon,
+        "rss_peak": after.hwm,
+    }
 
 
 class Worker:
@@ -161,45 +203,27 @@ class Worker:
         self.prepare_run(contender)
         before, io_before = procmem.own_memory(), io_counters()
         procmem.reset_peak()
-        walls: list[float] = []
-        cpus: list[float] = []
-        waits: list[float] = []
+        timings, result = self.batch(contender, operation, inner)
+        after, io_after = procmem.own_memory(), io_counters()
+        record = summary(timings, before, after)
+        record.update(warmup=warmup, io=_delta(io_after, io_before))
+        if check:
+            record["check"] = self.check(contender, result)
+        return record
+
+    def batch(
+        self, contender: Contender, operation: Callable[[], Any], inner: int
+    ) -> tuple[list[Timing], Any]:
+        """``inner`` timings of ``operation``; the last result."""
+        timings: list[Timing] = []
         result: Any = None
-        first = end = 0.0
         for iteration in range(max(1, inner)):
             if iteration:
                 result = None  # released, and a save's output deleted, between timings
                 self.between(contender)
-            queued = sched.waited()
-            cpu_start, start = time.process_time(), time.monotonic()
-            result = operation()
-            end, cpu_end = time.monotonic(), time.process_time()
-            waits.append(sched.waited() - queued)
-            walls.append(end - start)
-            cpus.append(cpu_end - cpu_start)
-            first = first or start
-        after, io_after = procmem.own_memory(), io_counters()
-        best = walls.index(min(walls))
-        record: dict[str, Any] = {
-            "warmup": warmup,
-            "start": first,
-            "end": end,
-            "seconds": walls[best],
-            "cpu": min(cpus),
-            "wait": waits[best],
-            "batch": walls,
-            "cpu_batch": cpus,
-            "wait_batch": waits,
-            "rss_before": before.rss,
-            "anon_before": before.anon,
-            "rss_after": after.rss,
-            "anon_after": after.anon,
-            "rss_peak": after.hwm,
-            "io": _delta(io_after, io_before),
-        }
-        if check:
-            record["check"] = self.check(contender, result)
-        return record
+            timing, result = time_once(operation)
+            timings.append(timing)
+        return timings, result
 
     def between(self, contender: Contender) -> None:
         """Between the timings of a batch: the last result collected, a save's output gone."""
