@@ -43,9 +43,11 @@ SMOKE = {
 
 
 def time_cap(size: int, requested: float | None) -> float:
-    """Seconds of runs after which a contender stops repeating: 3 plus 8 per GiB of size, so
-    that best-of-5 holds at large sizes while slow peers of fixed cost stay quick."""
-    return requested if requested is not None else 3.0 + 8.0 * size / (1 << 30)
+    """Seconds of runs after which a contender stops repeating: 10 plus 8 per GiB of size, so
+    that every contender of a few hundred milliseconds gets all its runs (paired ratios need
+    the references in every repetition) while slow peers of fixed cost (torch on records,
+    6-8 s a load) stop after one or two."""
+    return requested if requested is not None else 10.0 + 8.0 * size / (1 << 30)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,7 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="seconds after which a contender stops "
-        "repeating (default 3 + 8 per GiB of the size; at least one timed run)",
+        "repeating (default 10 + 8 per GiB of the size; at least one timed run)",
     )
     add(
         "--max-wait",

@@ -11,8 +11,9 @@ each contender is checked against the data's checksums.
 A neighbour's process on the same two cores makes a run wait for a CPU; the worker reads how
 long each timing waited on the run queue (``sched``). A timed run that waited more than 5% of
 its wall time (``--max-wait``) is run again at once, up to 3 times (``--retries``), and the
-least disturbed attempt is kept (the others stay in the JSON). CPU-time cases are not redone:
-waiting does not count in CPU time.
+least disturbed attempt is kept (the others stay in the JSON). CPU-time cases are not redone
+(waiting does not count in CPU time), nor runs of 3 s or more (they meet the average load
+anyway, and redoing them would multiply a slow peer's cost).
 
 Operations of a few milliseconds (a lazy open, an index, small records) are at the mercy of a
 neighbour's burst or of which vCPU they land on (times here are bimodal, e.g. 2.7 or 6.7 ms
@@ -45,6 +46,7 @@ from .worker import remove
 Measurement = dict[str, Any]
 BATCH_SECONDS = 0.025  # operations faster than this are timed several times per run
 MAX_BATCH = 10
+REDO_BELOW = 3.0  # seconds: longer runs are not redone for having waited for a CPU
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ def _repeat(
                 _fail(m, reply["error"])
                 m["traceback"] = reply.get("traceback")
                 continue
-            spent[m["contender"]] += reply["seconds"] * (1 + len(reply["disturbed_attempts"]))
+            spent[m["contender"]] += reply["seconds"]
             _record(m, reply, samples, repetition)
             done.append(_brief(m, reply))
         _progress(phase, repetition, warmup, done)
@@ -246,8 +248,11 @@ def _run(
 
 
 def _disturbed(m: Measurement, run: dict[str, Any], settings: Settings) -> bool:
-    """Did a timed wall-clock run wait for a CPU more than ``max_wait`` of its time?"""
+    """Did a timed wall-clock run wait for a CPU more than ``max_wait`` of its time? (Runs of
+    ``REDO_BELOW`` seconds or more are not redone: they wait for the average load anyway.)"""
     if run.get("warmup", True) or "error" in run or m["clock"] == "cpu":
+        return False
+    if run["seconds"] >= REDO_BELOW:
         return False
     return bool(run["wait"] > settings.max_wait * run["seconds"])
 
