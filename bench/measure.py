@@ -13,7 +13,8 @@ long each timing waited on the run queue (``sched``). A timed run that waited mo
 its wall time (``--max-wait``) is run again at once, up to 3 times (``--retries``), and the
 least disturbed attempt is kept (the others stay in the JSON). CPU-time cases are not redone
 (waiting does not count in CPU time), nor runs of 3 s or more (they meet the average load
-anyway, and redoing them would multiply a slow peer's cost).
+anyway, and redoing them would multiply a slow peer's cost). When 12 redone attempts in a row
+all waited too, the machine is busy for good, and the case stops redoing runs.
 
 Operations of a few milliseconds (a lazy open, an index, small records) are at the mercy of a
 neighbour's burst or of which vCPU they land on (times here are bimodal, e.g. 2.7 or 6.7 ms
@@ -47,6 +48,7 @@ Measurement = dict[str, Any]
 BATCH_SECONDS = 0.025  # operations faster than this are timed several times per run
 MAX_BATCH = 10
 REDO_BELOW = 3.0  # seconds: longer runs are not redone for having waited for a CPU
+GIVE_UP = 12  # redone attempts in a row that waited too: the machine is busy, stop redoing
 
 
 @dataclass(frozen=True)
@@ -79,14 +81,20 @@ def run_case(
     try:
         with Session(args) as session, Keeper() as keeper:
             versions = session.ready["versions"]
+            alternation = Alternation(session, keeper, settings, source)
             for number, phase in enumerate(phases):
                 rows = [
                     new_measurement(case, phase.op, c, manifest, versions) for c in phase.contenders
                 ]
                 measurements.extend(rows)
-                worker_notes = _run_phase(session, keeper, phase, rows, settings, source)
-                notes.extend(f"{case}: {n}" for n in worker_notes if f"{case}: {n}" not in notes)
+                alternation.phase(phase, rows)
                 _remove_unread(phase, phases[number + 1 :])
+            notes.extend(f"{case}: {note}" for note in alternation.notes)
+            if alternation.redo.gave_up:
+                notes.append(
+                    f"{case}: stopped redoing runs after {GIVE_UP} redone in a row still "
+                    "waited for a CPU: the machine stayed busy"
+                )
     except WorkerError as exc:
         for m in measurements:
             if m["ok"] is None:  # not checked yet: the worker died before
@@ -149,62 +157,115 @@ def input_file(phase: Phase, name: str, source: Path) -> Path | None:
     return source if phase.case == "memmap" else None
 
 
-def _run_phase(
-    session: Session,
-    keeper: Keeper,
-    phase: Phase,
-    rows: list[Measurement],
-    settings: Settings,
-    source: Path,
-) -> list[str]:
-    """Set up one phase, then run its repetitions; return the worker's notes."""
-    files = {name: str(path) for name, path in phase.files.items()}
-    reply, _ = session.request({"cmd": "phase", "op": phase.op, "files": files})
-    inputs = {m["contender"]: input_file(phase, m["contender"], source) for m in rows}
-    for m in rows:
-        path = inputs[m["contender"]]
-        if m["contender"] in reply.get("errors", {}):
-            _fail(m, reply["errors"][m["contender"]])
-        elif path is not None and not path.exists():
-            _fail(m, f"input {path.name} missing (its save failed)")
-        elif path is not None and not settings.cold:
-            keeper.keep(path)
-    return _repeat(session, keeper, phase, rows, settings, inputs) or list(reply.get("notes", []))
+class Redo:
+    """When to time a run again because its process waited for a CPU.
+
+    Redoing helps when other processes come and go. When they stay, every attempt waits too,
+    and redoing only adds to the load: after ``GIVE_UP`` redone attempts in a row that all
+    waited, the case stops redoing runs (and a note says so).
+
+    >>> redo = Redo(Settings(warmup=1, repeat=5, time_cap=10.0, cold=False))
+    >>> m, run = {"clock": "wall"}, {"warmup": False, "seconds": 0.1, "wait": 0.02}
+    >>> redo.again(m, run, 1), redo.again(m, {**run, "wait": 0.001}, 2)
+    (True, False)
+    >>> redo.again({"clock": "cpu"}, run, 1), redo.again(m, {**run, "seconds": 5.0}, 1)
+    (False, False)
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.max_wait, self.retries = settings.max_wait, settings.retries
+        self.streak = 0
+        self.gave_up = False
+
+    def disturbed(self, m: Measurement, run: dict[str, Any]) -> bool:
+        """Did a timed wall-clock run wait for a CPU more than ``max_wait`` of its time? (Runs
+        of ``REDO_BELOW`` seconds or more are never redone: they meet the average load.)"""
+        if run.get("warmup", True) or "error" in run or m["clock"] == "cpu":
+            return False
+        if run["seconds"] >= REDO_BELOW:
+            return False
+        return bool(run["wait"] > self.max_wait * run["seconds"])
+
+    def again(self, m: Measurement, run: dict[str, Any], attempts: int) -> bool:
+        """Time the run again, after ``attempts`` attempts of which ``run`` is the last?"""
+        disturbed = self.disturbed(m, run)
+        if attempts > 1:
+            self.streak = self.streak + 1 if disturbed else 0
+            self.gave_up = self.gave_up or self.streak >= GIVE_UP
+        return disturbed and not self.gave_up and attempts <= self.retries
 
 
-def _repeat(
-    session: Session,
-    keeper: Keeper,
-    phase: Phase,
-    rows: list[Measurement],
-    settings: Settings,
-    inputs: dict[str, Path | None],
-) -> list[str]:
-    """The repetitions of a phase: every contender once in each, in order; the worker's
-    notes."""
-    spent = {m["contender"]: 0.0 for m in rows}
-    inner, notes = 1, list[str]()
-    for repetition in range(settings.warmup + settings.repeat):
-        warmup = repetition < settings.warmup
-        if repetition == settings.warmup and repetition:
-            inner = batch_size(rows)
-        done: list[str] = []
+class Alternation:
+    """The phases of one case in one worker: repetitions, batches, redone runs, the keeper."""
+
+    def __init__(self, session: Session, keeper: Keeper, settings: Settings, source: Path):
+        self.session, self.keeper, self.settings, self.source = session, keeper, settings, source
+        self.redo = Redo(settings)
+        self.notes: list[str] = []
+
+    def phase(self, phase: Phase, rows: list[Measurement]) -> None:
+        """Set up one phase in the worker and the keeper, then run its repetitions."""
+        files = {name: str(path) for name, path in phase.files.items()}
+        reply, _ = self.session.request({"cmd": "phase", "op": phase.op, "files": files})
+        inputs = {m["contender"]: input_file(phase, m["contender"], self.source) for m in rows}
         for m in rows:
-            if m["ok"] is False or not _wants_run(m, warmup, spent[m["contender"]], settings):
-                continue
-            command = {"cmd": "run", "contender": m["contender"], "warmup": warmup}
-            command.update(check=not warmup and m["ok"] is None, inner=inner)
-            reply, samples = _run(session, keeper, command, inputs[m["contender"]], m, settings)
-            notes = reply.get("notes", notes)
-            if "error" in reply:
-                _fail(m, reply["error"])
-                m["traceback"] = reply.get("traceback")
-                continue
-            spent[m["contender"]] += reply["seconds"]
-            _record(m, reply, samples, repetition)
-            done.append(_brief(m, reply))
-        _progress(phase, repetition, warmup, done)
-    return list(notes)
+            path = inputs[m["contender"]]
+            if m["contender"] in reply.get("errors", {}):
+                _fail(m, reply["errors"][m["contender"]])
+            elif path is not None and not path.exists():
+                _fail(m, f"input {path.name} missing (its save failed)")
+            elif path is not None and not self.settings.cold:
+                self.keeper.keep(path)
+        self._repeat(phase, rows, inputs)
+
+    def _repeat(
+        self, phase: Phase, rows: list[Measurement], inputs: dict[str, Path | None]
+    ) -> None:
+        """The repetitions of a phase: every contender once in each, in order."""
+        settings = self.settings
+        spent = {m["contender"]: 0.0 for m in rows}
+        inner = 1
+        for repetition in range(settings.warmup + settings.repeat):
+            warmup = repetition < settings.warmup
+            if repetition == settings.warmup and repetition:
+                inner = batch_size(rows)
+            done: list[str] = []
+            for m in rows:
+                if m["ok"] is False or not _wants_run(m, warmup, spent[m["contender"]], settings):
+                    continue
+                command = {"cmd": "run", "contender": m["contender"], "warmup": warmup}
+                command.update(check=not warmup and m["ok"] is None, inner=inner)
+                reply, samples = self._run(command, inputs[m["contender"]], m)
+                if "error" in reply:
+                    _fail(m, reply["error"])
+                    m["traceback"] = reply.get("traceback")
+                    continue
+                spent[m["contender"]] += reply["seconds"]
+                _record(m, reply, samples, repetition)
+                done.append(_brief(m, reply))
+            _progress(phase, repetition, warmup, done)
+
+    def _run(
+        self, command: dict[str, Any], path: Path | None, m: Measurement
+    ) -> tuple[dict[str, Any], list[Sample]]:
+        """One run, timed again while it waited too long for a CPU; the least disturbed."""
+        attempts: list[tuple[dict[str, Any], list[Sample]]] = []
+        while not attempts or self.redo.again(m, attempts[-1][0], len(attempts)):
+            if path is not None:
+                self.keeper.touch(path)
+            check = command["check"] and not attempts
+            attempts.append(self.session.request({**command, "check": check}))
+            self.notes.extend(n for n in attempts[-1][0].get("notes", []) if n not in self.notes)
+        failed = [attempt for attempt in attempts if "error" in attempt[0]]
+        if failed:
+            return failed[0]
+        kept, samples = min(
+            attempts, key=lambda attempt: attempt[0]["wait"] / attempt[0]["seconds"]
+        )
+        if "check" in attempts[0][0]:
+            kept["check"] = attempts[0][0]["check"]
+        kept["disturbed_attempts"] = [_attempt(r) for r, _ in attempts if r is not kept]
+        return kept, samples
 
 
 def batch_size(rows: list[Measurement]) -> int:
@@ -219,42 +280,6 @@ def batch_size(rows: list[Measurement]) -> int:
 
 def _clock(m: Measurement, run: dict[str, Any]) -> float:
     return float(run["cpu"] if m["clock"] == "cpu" else run["seconds"])
-
-
-def _run(
-    session: Session,
-    keeper: Keeper,
-    command: dict[str, Any],
-    path: Path | None,
-    m: Measurement,
-    settings: Settings,
-) -> tuple[dict[str, Any], list[Sample]]:
-    """One run, redone while it waited too long for a CPU; the least disturbed attempt."""
-    attempts: list[tuple[dict[str, Any], list[Sample]]] = []
-    while True:
-        if path is not None:
-            keeper.touch(path)
-        reply, samples = session.request(command if not attempts else {**command, "check": False})
-        attempts.append((reply, samples))
-        if not _disturbed(m, reply, settings) or len(attempts) > settings.retries:
-            break
-    if any("error" in reply for reply, _ in attempts):
-        return next(attempt for attempt in attempts if "error" in attempt[0])
-    kept, samples = min(attempts, key=lambda attempt: attempt[0]["wait"] / attempt[0]["seconds"])
-    if "check" in attempts[0][0]:
-        kept["check"] = attempts[0][0]["check"]
-    kept["disturbed_attempts"] = [_attempt(r) for r, _ in attempts if r is not kept]
-    return kept, samples
-
-
-def _disturbed(m: Measurement, run: dict[str, Any], settings: Settings) -> bool:
-    """Did a timed wall-clock run wait for a CPU more than ``max_wait`` of its time? (Runs of
-    ``REDO_BELOW`` seconds or more are not redone: they wait for the average load anyway.)"""
-    if run.get("warmup", True) or "error" in run or m["clock"] == "cpu":
-        return False
-    if run["seconds"] >= REDO_BELOW:
-        return False
-    return bool(run["wait"] > settings.max_wait * run["seconds"])
 
 
 def _attempt(run: dict[str, Any]) -> dict[str, Any]:
