@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         _progress("import")
         warmup = min(2, args.warmup + 1)
         measurements.extend(run_imports(args.import_runs, warmup, args.max_wait, args.retries))
-    failures = analyse(measurements, args.max_mem)
+    failures = analyse(measurements, args.max_mem, args.max_wait)
     notes.append(busy_note(measurements, args.max_wait))
     summary = {
         "command": ["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)],

@@ -14,7 +14,7 @@ its wall time (``--max-wait``) is run again at once, up to 3 times (``--retries`
 least disturbed attempt is kept (the others stay in the JSON). CPU-time cases are not redone
 (waiting does not count in CPU time), nor runs of 3 s or more (they meet the average load
 anyway, and redoing them would multiply a slow peer's cost). When 12 redone attempts in a row
-all waited too, the machine is busy for good, and the case stops redoing runs.
+all waited too, the machine is busy for good, and the phase stops redoing runs.
 
 Operations of a few milliseconds (a lazy open, an index, small records) are at the mercy of a
 neighbour's burst or of which vCPU they land on (times here are bimodal, e.g. 2.7 or 6.7 ms
@@ -90,10 +90,11 @@ def run_case(
                 alternation.phase(phase, rows)
                 _remove_unread(phase, phases[number + 1 :])
             notes.extend(f"{case}: {note}" for note in alternation.notes)
-            if alternation.redo.gave_up:
+            alternation.redo.new_phase()
+            if alternation.redo.phases_given_up:
                 notes.append(
-                    f"{case}: stopped redoing runs after {GIVE_UP} redone in a row still "
-                    "waited for a CPU: the machine stayed busy"
+                    f"{case}: in {alternation.redo.phases_given_up} phase(s), stopped redoing "
+                    f"runs after {GIVE_UP} redone in a row still waited for a CPU (busy machine)"
                 )
     except WorkerError as exc:
         for m in measurements:
@@ -176,6 +177,12 @@ class Redo:
         self.max_wait, self.retries = settings.max_wait, settings.retries
         self.streak = 0
         self.gave_up = False
+        self.phases_given_up = 0
+
+    def new_phase(self) -> None:
+        """Start counting afresh: the load may have changed since the last phase."""
+        self.phases_given_up += self.gave_up
+        self.streak, self.gave_up = 0, False
 
     def disturbed(self, m: Measurement, run: dict[str, Any]) -> bool:
         """Did a timed wall-clock run wait for a CPU more than ``max_wait`` of its time? (Runs
@@ -206,6 +213,7 @@ class Alternation:
     def phase(self, phase: Phase, rows: list[Measurement]) -> None:
         """Set up one phase in the worker and the keeper, then run its repetitions."""
         files = {name: str(path) for name, path in phase.files.items()}
+        self.redo.new_phase()
         reply, _ = self.session.request({"cmd": "phase", "op": phase.op, "files": files})
         inputs = {m["contender"]: input_file(phase, m["contender"], self.source) for m in rows}
         for m in rows:

@@ -15,6 +15,7 @@ from .units import format_bytes, format_rate, format_seconds
 
 Measurement = dict[str, Any]
 RATIOS = ("vs_ref", "vs_memcpy", "vs_peer")
+MIN_QUIET = 3  # quiet repetitions a paired median needs, else it takes them all (marked *)
 
 COLUMNS = (  # header, width, alignment
     ("op", 6, "<"),
@@ -37,11 +38,14 @@ best: the best of n timed runs (wall time; CPU time of the process for ascii). T
   an operation alternate in every repetition (A B C, A B C, ...) in one worker process per case,
   each run after the same untimed preparation: sync, input touched, scratch memory written.
 ratios: "1.02x (1.01x)" is best over best, then (in brackets) the median over the repetitions
-  of the paired ratio: this run over the reference's run in the same repetition.
+  of the paired ratio: this run over the reference's run in the same repetition, taken over
+  the repetitions in which neither run waited for a CPU more than --max-wait of its time
+  ("1.01x*": fewer than 3 such repetitions, so over all of them).
 vs ref: against the case's reference (in its heading): for tensor data the physical limit with
   the same durability ('streamser (fsync)' and 'tofile+fsync' fsync, nothing else does).
-vs memcpy: against copying the same bytes from memory to memory. vs peer: against the fastest
-  peer library (peers never fsync: set them against 'streamser fileobj').
+vs memcpy: against copying the same bytes from memory to memory. vs peer: against the peer
+  library of smallest median time. Neither for a save with fsync that has a limit with fsync
+  (peers never fsync: set them against 'streamser fileobj').
 wait: the median share of a run's wall time its process waited for a CPU (another process
   had it). A run that waited more than --max-wait is redone, up to --retries times, and the
   least disturbed attempt kept: with the machine quiet, this column reads 0%.
@@ -63,8 +67,9 @@ def expected_growth(m: Measurement) -> int:
     return int(m["payload"]) if m["op"] == "load" else 0
 
 
-def summarise(m: Measurement) -> None:
-    """Add the times by repetition, best, median and memory peaks of the timed runs."""
+def summarise(m: Measurement, max_wait: float = 0.05) -> None:
+    """Add the times by repetition, best, median and memory peaks of the timed runs, and the
+    quiet repetitions: those whose run did not wait for a CPU more than ``max_wait``."""
     key = "cpu" if m.get("clock") == "cpu" else "seconds"
     timed = [run for run in m["runs"] if not run["warmup"]]
     by_repetition = {run["repetition"]: run[key] for run in timed}
@@ -73,8 +78,10 @@ def summarise(m: Measurement) -> None:
     m["best"] = min(times) if times else None
     m["median"] = statistics.median(times) if times else None
     m["n"] = len(by_repetition)
-    waits = [run["wait"] / run["seconds"] for run in timed if run.get("seconds") and "wait" in run]
-    m["wait"] = statistics.median(waits) if waits else None
+    waits = {run["repetition"]: _waited(run) for run in timed}
+    m["wait"] = statistics.median(waits.values()) if waits else None
+    cpu_clock = m.get("clock") == "cpu"  # waiting does not count in CPU time
+    m["quiet"] = [rep for rep, wait in waits.items() if cpu_clock or wait <= max_wait]
     m["redone"] = sum(len(run.get("disturbed_attempts", [])) for run in timed)
     rises = [run["d_anon"] for run in timed if run.get("d_anon") is not None]
     m["d_rss"] = max((run["d_rss"] for run in timed if run.get("d_rss") is not None), default=None)
@@ -84,45 +91,62 @@ def summarise(m: Measurement) -> None:
         m["d_rss"], m["d_anon"] = m["memory"]["rss"], m["memory"]["anon"]
 
 
+def _waited(run: dict[str, Any]) -> float:
+    """The share of a run's wall time its process waited for a CPU."""
+    seconds = run.get("seconds") or 0
+    return float(run.get("wait", 0.0)) / seconds if seconds > 0 else 0.0
+
+
 def _times(m: Measurement) -> dict[int, float]:
     return dict(zip(m["repetitions"], m["times"], strict=False))
 
 
 def ratio(m: Measurement, reference: Measurement | None) -> dict[str, Any] | None:
-    """``m`` against ``reference``: best over best, and the median of paired ratios (of the
-    median time when the reference is a constant)."""
+    """``m`` against ``reference``: best over best, and the median of paired ratios over the
+    repetitions in which neither run waited for a CPU (over all of them when fewer than
+    ``MIN_QUIET`` were quiet: ``quiet`` is then False); the median time over a constant."""
     if reference is None or not m["times"] or not reference["times"]:
         return None
+    best = best_ratio(m["times"], reference["times"])
     if "constant" in reference:
-        paired = m["median"] / reference["constant"]
-    else:
-        paired = paired_median(_times(m), _times(reference))
-    return {
-        "to": reference["label"],
-        "best": best_ratio(m["times"], reference["times"]),
-        "paired": paired,
-    }
+        return {
+            "to": reference["label"],
+            "best": best,
+            "paired": m["median"] / reference["constant"],
+        }
+    quiet = set(m["quiet"]) & set(reference["quiet"])
+    enough = len(quiet) >= min(
+        MIN_QUIET, len(set(m["repetitions"]) & set(reference["repetitions"]))
+    )
+    paired = paired_median(_times(m), _times(reference), quiet if enough else None)
+    return {"to": reference["label"], "best": best, "paired": paired, "quiet": enough}
 
 
 def _fastest(group: list[Measurement], role: str, fsync: bool | None = None) -> Measurement | None:
+    """The reference of a role with the smallest median time (steadier than the best)."""
     candidates = [o for o in group if o["role"] == role and (fsync is None or o["fsync"] == fsync)]
-    return min(candidates, key=lambda o: o["best"], default=None)
+    return min(candidates, key=lambda o: o["median"], default=None)
 
 
-def analyse(measurements: list[Measurement], budget: int | None) -> list[str]:
+def analyse(
+    measurements: list[Measurement], budget: int | None, max_wait: float = 0.05
+) -> list[str]:
     """Add summaries, ratios and budget verdicts to every measurement; return the failures.
 
     A failure is a wrong or missing result (any contender: the data is the harness's own) or
     streamser going over the memory budget. Peers over the budget are marked, not failed.
     """
     for m in measurements:
-        summarise(m)
+        summarise(m, max_wait)
     failures: list[str] = []
     for m in measurements:
         group = [o for o in measurements if _key(o) == _key(m) and o.get("ok") and o["times"]]
         m["vs_ref"] = ratio(m, _fastest(group, "limit", m["fsync"]))
-        m["vs_memcpy"] = ratio(m, _fastest(group, "memory"))
-        m["vs_peer"] = ratio(m, _fastest(group, "peer"))
+        # a durable save of tensor data waits for the disk: against memory, or peers that do
+        # not fsync, that is noise; its reference is the limit that fsyncs too
+        durable = m["fsync"] and m["vs_ref"] is not None
+        m["vs_memcpy"] = None if durable else ratio(m, _fastest(group, "memory"))
+        m["vs_peer"] = None if durable else ratio(m, _fastest(group, "peer"))
         where = f"{_size(m)}{m['case']} {m['op']} {m['label']}"
         if not m.get("ok"):
             failures.append(f"{where}: {m.get('error') or m.get('check')}")
@@ -221,7 +245,8 @@ def ratio_text(ratio: dict[str, Any] | None) -> str:
     """``1.02x (1.01x)``: best over best, then the paired median; ``-`` when unknown."""
     if ratio is None or ratio["best"] is None:
         return "-"
-    paired = "" if ratio["paired"] is None else f" ({ratio['paired']:.2f}x)"
+    flag = "" if ratio.get("quiet", True) else "*"
+    paired = "" if ratio["paired"] is None else f" ({ratio['paired']:.2f}x{flag})"
     return f"{ratio['best']:.2f}x{paired}"
 
 

@@ -17,9 +17,13 @@ import statistics
 from collections.abc import Iterable, Mapping
 
 
-def paired_median(times: Mapping[int, float], reference: Mapping[int, float]) -> float | None:
-    """Median over the repetitions both ran of ``times[r] / reference[r]``."""
-    ratios = [times[r] / reference[r] for r in times.keys() & reference.keys() if reference[r] > 0]
+def paired_median(
+    times: Mapping[int, float], reference: Mapping[int, float], only: Iterable[int] | None = None
+) -> float | None:
+    """Median of ``times[r] / reference[r]`` over the repetitions both ran (and in ``only``)."""
+    both = times.keys() & reference.keys()
+    chosen = both if only is None else both & set(only)
+    ratios = [times[r] / reference[r] for r in chosen if reference[r] > 0]
     return statistics.median(ratios) if ratios else None
 
 
