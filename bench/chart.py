@@ -31,7 +31,7 @@ def draw(measurements: list[Measurement], path: Path) -> str | None:
     rows = [m for m in measurements if m["case"] == CASE and m.get("ok") and m.get("best")]
     why_not = unavailable()
     if not why_not and len({m["size"] for m in rows}) < 2:
-        why_not = "no chart: it needs several sizes (--sizes 256M,1G,4G)"
+        why_not = "no chart: it needs several sizes (--sizes 256M,1G,2G)"
     if why_not:
         path.unlink(missing_ok=True)
         return why_not

@@ -302,13 +302,21 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (published text stays portable)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def publish(summary: dict[str, Any], args: argparse.Namespace) -> None:
     """Print the table and the verdict; write the text, the JSON file and the chart."""
     measurements, notes, failures = summary["measurements"], summary["notes"], summary["failures"]
     chart_path = args.results / "latest.png"
-    notes.append(chart.draw(measurements, chart_path) or f"chart: {chart_path}")
+    notes.append(chart.draw(measurements, chart_path) or f"chart: {_shown(chart_path)}")
     json_path = args.results / "latest.json"
-    notes.append(f"every run and memory sample: {json_path}")
+    notes.append(f"every run and memory sample: {_shown(json_path)}")
     write_json(json_path, summary)
     slow = next((m.get("slowest_modules") for m in measurements if "slowest_modules" in m), None)
     if slow:
