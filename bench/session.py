@@ -102,8 +102,9 @@ class Session:
             self.child.kill()
             self.child.wait()
         finally:
-            if self.child.stdout is not None:
-                self.child.stdout.close()
+            for pipe in (self.child.stdin, self.child.stdout):
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
             self._err.close()
 
     def __enter__(self) -> Session:
