@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "retries, budget 16M; "
         "fails only on a wrong result or the budget, never on time",
     )
-    add("--repeat", type=int, default=None, help="timed repetitions (default 5)")
+    add("--repeat", type=int, default=None, help="timed repetitions (default 7)")
     add("--warmup", type=int, default=None, help="untimed repetitions first (default 1)")
     add(
         "--time-cap",
@@ -124,7 +124,7 @@ def _defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
             if getattr(args, key) is None:
                 setattr(args, key, value)
     args.sizes = args.sizes or [args.size or DEFAULT_SIZE]
-    args.repeat = args.repeat or 5
+    args.repeat = args.repeat or 7
     args.warmup = 1 if args.warmup is None else args.warmup
     args.retries = 3 if args.retries is None else args.retries
     args.records = args.records or RECORDS

@@ -1,5 +1,13 @@
 """The keeper: the parent maps every file a phase reads and touches it before each run.
 
+First it puts each file in the page cache the same way: written back, evicted
+(``POSIX_FADV_DONTNEED``) and read back sequentially, as a file read from disk is. How a file
+was written decides the size of its page cache folios, and that its read speed: a 256 MiB file
+written 4 KiB at a time reads in 80 ms with ``np.fromfile``, the same file read back from disk
+in 59 ms. Without this, a load's ratio to ``np.fromfile`` of the raw file depends on how its
+library happened to write its file, and on how fragmented memory was at that moment (before,
+streamser's eager load moved between 1.04x and 1.29x of ``np.fromfile`` from run to run).
+
 Page cache that no process maps is paged out here once idle (DAMON's reclaim scheme skips
 mapped pages), and a page the host took back is several times slower to read. The keeper holds
 a read-only mapping of each input file in the parent process, so the files stay in the page
@@ -12,6 +20,7 @@ pages never count in the worker's RSS.
 from __future__ import annotations
 
 import mmap
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +36,13 @@ class Keeper:
         self._maps: dict[Path, list[tuple[mmap.mmap, np.ndarray[Any, Any]]]] = {}
 
     def keep(self, path: Path) -> None:
-        """Map ``path`` (a file, or each file in a folder) until ``release``."""
+        """Read ``path`` (a file, or each file in a folder) into the page cache afresh and map
+        it until ``release``."""
         if path in self._maps or not path.exists():
             return
         files = sorted(path.iterdir()) if path.is_dir() else [path]
+        for file in files:
+            recache(file)
         self._maps[path] = [mapped for file in files if (mapped := _map(file)) is not None]
         self.touch(path)
 
@@ -51,6 +63,19 @@ class Keeper:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def recache(file: Path, chunk: int = 8 << 20) -> None:
+    """Write ``file`` back, drop it from the page cache, and read it back in sequentially."""
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        buffer = bytearray(chunk)
+        while os.readv(fd, [buffer]):
+            pass
+    finally:
+        os.close(fd)
 
 
 def _map(file: Path) -> tuple[mmap.mmap, np.ndarray[Any, Any]] | None:
