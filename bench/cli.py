@@ -1,8 +1,10 @@
-"""``python -m bench``: options, the run over sizes, and the printed verdict."""
+"""``python -m bench``: options, the run over sizes and cases, and the printed verdict."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import os
 import platform
 import shutil
@@ -13,138 +15,135 @@ from pathlib import Path
 from typing import Any
 
 from . import chart, procmem
-from .case import remove
-from .cases import CASES, Step, plan
+from .cases import CASES, GROUPS, TORCH7_CPU_SECONDS, TORCH7_ELEMENTS, TORCH7_SOURCE, expand
 from .data import MIN_SIZE, Manifest, make_manifest
-from .measure import ROOT, run_child
+from .imports import run_imports
+from .measure import Settings, run_case
 from .peers import CONTENDERS, Contender
-from .report import FOOTNOTES, analyse, table, write_json
+from .report import FOOTNOTES, Measurement, analyse, table, write_json
+from .session import ROOT
 from .units import format_bytes, format_seconds, parse_size, parse_sizes
 
 RESULTS = ROOT / "bench" / "results"
-FULL_RECORDS = 50_000  # 100,000 small tensors
-FULL_RECORDS_FROM = 512 << 20  # smaller sizes get proportionally fewer records
-ASCII_CAP = 16 << 20
-SMOKE_SIZE = 32 << 20
-SMOKE_ASCII = 1 << 20
-SMOKE_BUDGET = 16 << 20
+RECORDS = 50_000  # 100,000 small tensors
+ASCII_ELEMENTS = 1_000_000
+IMPORT_RUNS = 20
 DEFAULT_SIZE = 256 << 20
+SIZED = ("checkpoint", "memmap", "compressed")  # the other cases run once, at the first size
+SMOKE = {
+    "size": 32 << 20,
+    "repeat": 1,
+    "warmup": 0,
+    "records": 1_000,
+    "ascii_elements": 100_000,
+    "import_runs": 2,
+    "max_mem": 16 << 20,
+    "retries": 0,  # times do not matter here
+}
 
 
 def time_cap(size: int, requested: float | None) -> float:
-    """Seconds of runs after which a measurement stops repeating: 1.5 plus 8 per GiB of size,
-    so that best-of-3 holds at large sizes while cases of fixed cost stay quick at small ones."""
-    return requested if requested is not None else 1.5 + 8.0 * size / (1 << 30)
+    """Seconds of runs after which a contender stops repeating: 10 plus 8 per GiB of size, so
+    that every contender of a few hundred milliseconds gets all its runs (paired ratios need
+    the references in every repetition) while slow peers of fixed cost (torch on records,
+    6-8 s a load) stop after one or two."""
+    return requested if requested is not None else 10.0 + 8.0 * size / (1 << 30)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Time and memory of streamser against its peers and the physical limits.",
+        description="Time and memory of streamser against its peers and the physical limits, "
+        "the contenders of each operation alternating run by run.",
     )
-    parser.add_argument(
-        "--size",
-        type=parse_size,
-        default=None,
-        help="checkpoint size, e.g. 64M, 1G, 8G (default 256M)",
-    )
-    parser.add_argument(
-        "--sizes",
-        type=parse_sizes,
-        default=None,
-        help="several sizes, e.g. 256M,1G,4G (draws the chart)",
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    add("--size", type=parse_size, default=None, help="checkpoint size, e.g. 64M, 1G (256M)")
+    add("--sizes", type=parse_sizes, default=None, help="several sizes, e.g. 256M,1G,2G (chart)")
+    add(
         "--max-mem",
         type=parse_size,
         default=None,
-        help="fail when streamser's anonymous memory rises more than this "
-        "beyond its data in any operation (default: no budget)",
+        help="fail when streamser's anonymous memory rises more than this beyond its data",
     )
-    parser.add_argument(
-        "--cold",
-        action="store_true",
-        help="drop the page cache before every run that reads a file (root)",
-    )
-    parser.add_argument(
+    add("--cold", action="store_true", help="drop the page cache before runs that read (root)")
+    add(
         "--smoke",
         action="store_true",
-        help=f"CI run: {format_bytes(SMOKE_SIZE)} ({format_bytes(SMOKE_ASCII)} ascii), one "
-        f"timed run, budget {format_bytes(SMOKE_BUDGET)}; fails only on a wrong result or "
-        "the budget, never on time",
+        help="CI run: 32M, 1,000 records, 1e5 ascii elements, one timed run, no warm-up or "
+        "retries, budget 16M; "
+        "fails only on a wrong result or the budget, never on time",
     )
-    parser.add_argument("--repeat", type=int, default=None, help="timed runs (default 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
-    parser.add_argument(
+    add("--repeat", type=int, default=None, help="timed repetitions (default 7)")
+    add("--warmup", type=int, default=None, help="untimed repetitions first (default 1)")
+    add(
         "--time-cap",
         type=float,
         default=None,
-        help="stop repeating a measurement once its runs took this many seconds "
-        "(default 1.5 + 8 per GiB of the size: slow cases of fixed size get fewer runs)",
+        help="seconds after which a contender stops "
+        "repeating (default 10 + 8 per GiB of the size; at least one timed run)",
     )
-    parser.add_argument(
-        "--ascii-size",
-        type=parse_size,
-        default=None,
-        help=f"data of the ascii case (default: the size, at most {format_bytes(ASCII_CAP)})",
+    add(
+        "--max-wait",
+        type=float,
+        default=0.05,
+        help="redo a timed run that waited for a CPU "
+        "longer than this share of its time (default 0.05)",
     )
-    parser.add_argument(
-        "--records",
+    add("--retries", type=int, default=None, help="times a disturbed run is redone (default 3)")
+    add("--records", type=int, default=None, help=f"records (default {RECORDS:,})")
+    add(
+        "--ascii-elements",
         type=int,
         default=None,
-        help=f"records of the records case (default {FULL_RECORDS:,} from "
-        f"{format_bytes(FULL_RECORDS_FROM)} up, fewer below)",
+        help=f"elements of the ascii tensors (default {ASCII_ELEMENTS:,}, as Torch7 was timed)",
     )
-    parser.add_argument(
-        "--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}"
+    add("--import-runs", type=int, default=None, help=f"runs per import (default {IMPORT_RUNS})")
+    add(
+        "--cases",
+        default=",".join(CASES),
+        help=f"comma-separated subset of {','.join([*CASES, *GROUPS])}",
     )
-    parser.add_argument(
-        "--contenders", default=None, help=f"comma-separated subset of {','.join(CONTENDERS)}"
-    )
-    parser.add_argument(
-        "--tmp",
+    add("--contenders", default=None, help=f"comma-separated subset of {','.join(CONTENDERS)}")
+    add("--tmp", type=Path, default=Path(tempfile.gettempdir()), help="where data files go")
+    add("--results", type=Path, default=RESULTS, help="where latest.json/.txt/.png go")
+    add(
+        "--publish",
         type=Path,
-        default=Path(tempfile.gettempdir()),
-        help="where the data files go (a folder made and removed in it)",
+        default=None,
+        help="also write results.txt and chart.png there (docs/bench: the README's figures)",
     )
-    parser.add_argument(
-        "--results",
-        type=Path,
-        default=RESULTS,
-        help="where latest.json and latest.png go (default bench/results)",
-    )
-    parser.add_argument("--seed", type=int, default=2024, help="seed of the generated data")
+    add("--seed", type=int, default=2024, help="seed of the generated data")
     args = parser.parse_args(argv)
+    _defaults(args, parser)
+    return args
+
+
+def _defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.smoke:
-        args.size = args.size or SMOKE_SIZE
-        args.repeat = args.repeat or 1
-        args.ascii_size = args.ascii_size or SMOKE_ASCII
-        args.max_mem = args.max_mem if args.max_mem is not None else SMOKE_BUDGET
+        for key, value in SMOKE.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
     args.sizes = args.sizes or [args.size or DEFAULT_SIZE]
-    args.repeat = args.repeat or 3
-    args.cases = [case.strip() for case in args.cases.split(",") if case.strip()]
-    for case in args.cases:
-        if case not in CASES:
-            parser.error(f"unknown case {case!r}; choose from {', '.join(CASES)}")
+    args.repeat = args.repeat or 7
+    args.warmup = 1 if args.warmup is None else args.warmup
+    args.retries = 3 if args.retries is None else args.retries
+    args.records = args.records or RECORDS
+    args.ascii_elements = args.ascii_elements or ASCII_ELEMENTS
+    args.import_runs = args.import_runs or IMPORT_RUNS
+    names = [case.strip() for case in args.cases.split(",") if case.strip()]
+    for case in names:
+        if case not in CASES and case not in GROUPS:
+            parser.error(f"unknown case {case!r}; choose from {', '.join([*CASES, *GROUPS])}")
+    args.cases = expand(names)
     for size in args.sizes:
         if size < MIN_SIZE:
             parser.error(f"size {size} is too small: at least {format_bytes(MIN_SIZE)}")
     if args.contenders:
-        names = [name.strip() for name in args.contenders.split(",") if name.strip()]
-        unknown = [name for name in names if name not in CONTENDERS]
+        chosen = [name.strip() for name in args.contenders.split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in CONTENDERS]
         if unknown:
             parser.error(f"unknown contenders {unknown}; choose from {', '.join(CONTENDERS)}")
-        args.contenders = names
-    return args
-
-
-def records_for(size: int, requested: int | None) -> int:
-    """Records of the records case at ``size``: 50,000 from 512M up, proportionally fewer
-    below so that quick runs stay quick."""
-    if requested:
-        return requested
-    scaled = FULL_RECORDS * min(size, FULL_RECORDS_FROM) // FULL_RECORDS_FROM
-    return max(1_000, scaled // 250 * 250)
+        args.contenders = chosen
 
 
 def choose_contenders(selected: list[str] | None) -> tuple[list[Contender], list[str]]:
@@ -155,10 +154,7 @@ def choose_contenders(selected: list[str] | None) -> tuple[list[Contender], list
             continue
         missing = contender.missing()
         if missing:
-            notes.append(
-                f"{name}: skipped, {', '.join(missing)} not installed "
-                f"(pip install {' '.join(missing)})"
-            )
+            notes.append(f"{name}: skipped, {', '.join(missing)} not installed")
             continue
         chosen.append(contender)
     return chosen, notes
@@ -173,86 +169,97 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "numpy": numpy.__version__,
         "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
     }
-    try:
-        import psutil
-
-        info["memory"] = psutil.virtual_memory().total
-    except ImportError:
-        pass
+    with contextlib.suppress(ImportError):
+        info["memory"] = importlib.import_module("psutil").virtual_memory().total
     return info
 
 
+def torch7_rows(case: str, manifest: Manifest, elements: int) -> list[Measurement]:
+    """The Torch7 reference of an ascii case, as constant rows (only for 1e6 elements)."""
+    if elements != TORCH7_ELEMENTS:
+        return []
+    return [
+        {
+            "size": manifest.size,
+            "case": case,
+            "op": op,
+            "contender": "torch7",
+            "label": "Torch7 (constant)",
+            "role": "limit",
+            "fsync": False,
+            "clock": "cpu",
+            "constant": seconds,
+            "payload": manifest.tensors_of(case).nbytes,
+            "records": 0,
+            "footprint": 0,
+            "touched": 0,
+            "runs": [],
+            "ok": True,
+            "check": f"constant: {TORCH7_SOURCE}",
+        }
+        for (name, op), seconds in TORCH7_CPU_SECONDS.items()
+        if name == case
+    ]
+
+
 def run_size(
-    size: int, args: argparse.Namespace, contenders: list[Contender], folder: Path, notes: list[str]
-) -> list[dict[str, Any]]:
-    """Generate the data of one size, run every step on it, return the measurements."""
-    records = records_for(size, args.records)
+    size: int, cases: list[str], args: argparse.Namespace, contenders: list[Contender], tmp: Path
+) -> tuple[list[Measurement], list[str]]:
+    """Generate the data of one size and measure ``cases`` on it."""
+    folder = tmp / f"size-{size}"
+    folder.mkdir()
     started = time.monotonic()
-    ascii_size = min(size, args.ascii_size or ASCII_CAP)
-    manifest = make_manifest(folder, size, records, ascii_size, args.seed, args.cases)
+    manifest = make_manifest(folder, size, args.records, args.ascii_elements, args.seed, cases)
     manifest_path = folder / "manifest.json"
     manifest.write(manifest_path)
-    _progress(
-        f"{format_bytes(size)}: data generated in {format_seconds(time.monotonic() - started)}"
-        f" ({records:,} records)"
-    )
-    settings = {
-        "warmup": args.warmup,
-        "repeat": args.repeat,
-        "time_cap": time_cap(size, args.time_cap),
-        "cold": args.cold,
-    }
-    steps, plan_notes = plan(manifest_path, manifest, folder, contenders, args.cases, settings)
-    notes.extend(f"{format_bytes(size)} {note}" for note in plan_notes)
-    measurements = []
-    for number, step in enumerate(steps, 1):
-        measurement = _measure(step, size, manifest)
-        measurements.append(measurement)
-        verdict = "ok" if measurement.get("ok") else "FAILED"
-        _progress(
-            f"[{number:2d}/{len(steps)}] {format_bytes(size):>6} {step.job.case:10} "
-            f"{step.job.op:4} {step.label:24} {format_seconds(measurement.get('seconds')):>8}"
-            f"  {verdict}"
-        )
-        for path in step.cleanup:
-            remove(path)
-    return measurements
-
-
-def _measure(step: Step, size: int, manifest: Manifest) -> dict[str, Any]:
-    job = step.job
-    tensors = manifest.ascii if job.case == "ascii" else manifest.checkpoint
-    if job.input and not Path(job.input).exists():
-        report: dict[str, Any] = {
-            "ok": False,
-            "check": "not run",
-            "error": f"input {Path(job.input).name} missing (save failed)",
-        }
-    else:
-        report = run_child(job)
-    payload = manifest.records.nbytes if job.case == "records" else tensors.nbytes
-    touched = next(spec.nbytes for spec in tensors.layout if spec.name == tensors.touch)
-    report.update(
-        size=size,
-        case=job.case,
-        op=job.op,
-        contender=job.contender,
-        label=step.label,
-        role=step.contender.role,
-        allowance=step.contender.allowance if job.op == "save" else 0,
-        fsync=step.contender.fsync and job.op == "save",
-        payload=payload,
-        records=manifest.records.count,
-        footprint=manifest.records.footprint,
-        touched=touched,
-        job=vars(job),
-    )
-    return report
+    _progress(f"{format_bytes(size)}: data in {format_seconds(time.monotonic() - started)}")
+    cap = time_cap(size, args.time_cap)
+    settings = Settings(args.warmup, args.repeat, cap, args.cold, args.max_wait, args.retries)
+    measurements: list[Measurement] = []
+    notes: list[str] = []
+    try:
+        for case in cases:
+            _progress(f"{format_bytes(size)} {case}")
+            rows, case_notes = run_case(case, manifest_path, manifest, contenders, settings, folder)
+            measurements.extend(rows)
+            measurements.extend(torch7_rows(case, manifest, args.ascii_elements))
+            notes.extend(f"{format_bytes(size)} {note}" for note in case_notes)
+    finally:
+        shutil.rmtree(folder)
+    return measurements, notes
 
 
 def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def check_space(args: argparse.Namespace, contenders: list[Contender]) -> str | None:
+    """Why the run cannot start (not enough disk for the files of a case), or None.
+
+    Every saver's output of a phase exists at once (the loads alternate over them)."""
+    savers = sum(1 for c in contenders if c.writes_file)
+    needed = (savers + 2) * max(args.sizes) + (1 << 30)
+    free = shutil.disk_usage(args.tmp).free
+    if free < needed:
+        return (
+            f"not enough disk in {args.tmp}: {format_bytes(free)} free, {format_bytes(needed)} "
+            "needed (--tmp DIR to use another place, --contenders to run fewer)"
+        )
+    return None
+
+
+def busy_note(measurements: list[Measurement], max_wait: float) -> str:
+    """How busy the machine was: runs redone, and kept runs that still waited for a CPU."""
+    timed = [run for m in measurements for run in m["runs"] if not run["warmup"] and "wait" in run]
+    redone = sum(len(run.get("disturbed_attempts", [])) for run in timed)
+    busy = sum(1 for run in timed if run["wait"] > max_wait * run["seconds"])
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return (
+        f"{len(timed)} timed runs, {redone} redone for waiting more than {max_wait:.0%} of their "
+        f"time for a CPU, {busy} kept that still did (load average now {load})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,26 +271,27 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"--cold ignored: {why_not}")
             args.cold = False
     args.tmp.mkdir(parents=True, exist_ok=True)
-    needed, free = 3.5 * max(args.sizes) + (1 << 30), shutil.disk_usage(args.tmp).free
-    if free < needed:
-        print(
-            f"not enough disk in {args.tmp}: {format_bytes(free)} free, "
-            f"{format_bytes(needed)} needed (--tmp DIR to use another place)",
-            file=sys.stderr,
-        )
+    why_not = check_space(args, contenders)
+    if why_not:
+        print(why_not, file=sys.stderr)
         return 2
     started = time.monotonic()
-    measurements: list[dict[str, Any]] = []
+    measurements: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="streamser-bench-", dir=args.tmp) as tmp:
-        for size in args.sizes:
-            folder = Path(tmp) / f"size-{size}"
-            folder.mkdir()
-            measurements.extend(run_size(size, args, contenders, folder, notes))
-            shutil.rmtree(folder)
-    failures = analyse(measurements, args.max_mem)
+        for number, size in enumerate(args.sizes):
+            cases = [c for c in args.cases if c != "import" and (c in SIZED or number == 0)]
+            rows, size_notes = run_size(size, cases, args, contenders, Path(tmp))
+            measurements.extend(rows)
+            notes.extend(size_notes)
+    if "import" in args.cases:
+        _progress("import")
+        warmup = min(2, args.warmup + 1)
+        measurements.extend(run_imports(args.import_runs, warmup, args.max_wait, args.retries))
+    failures = analyse(measurements, args.max_mem, args.max_wait)
+    notes.append(busy_note(measurements, args.max_wait))
     summary = {
         "command": ["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)],
-        "settings": {k: v for k, v in vars(args).items() if k not in ("tmp", "results")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("tmp", "results", "publish")},
         "machine": machine(),
         "seconds": time.monotonic() - started,
         "notes": notes,
@@ -294,25 +302,46 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (published text stays portable)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def publish(summary: dict[str, Any], args: argparse.Namespace) -> None:
-    """Print the table and the verdict; write the JSON file and the chart."""
+    """Print the table and the verdict; write the text, the JSON file and the chart."""
     measurements, notes, failures = summary["measurements"], summary["notes"], summary["failures"]
-    print(table(measurements))
-    print()
-    print(FOOTNOTES)
     chart_path = args.results / "latest.png"
-    notes.append(chart.draw(measurements, chart_path) or f"chart: {chart_path}")
+    notes.append(chart.draw(measurements, chart_path) or f"chart: {_shown(chart_path)}")
     json_path = args.results / "latest.json"
-    notes.append(f"every sample: {json_path}")
+    notes.append(f"every run and memory sample: {_shown(json_path)}")
     write_json(json_path, summary)
-    print()
-    for note in notes:
-        print(f"note: {note}")
+    slow = next((m.get("slowest_modules") for m in measurements if "slowest_modules" in m), None)
+    if slow:
+        notes.append(
+            "slowest own import times in streamser: "
+            + ", ".join(f"{row['module']} {row['self_us'] / 1000:.1f}ms" for row in slow[:5])
+        )
     budget = f", budget {format_bytes(args.max_mem)}" if args.max_mem is not None else ""
     verdict = f"{len(failures)} FAILED" if failures else "all checks passed"
-    print(
-        f"{len(measurements)} measurements in {format_seconds(summary['seconds'])}{budget}: "
-        f"{verdict}"
+    text = "\n".join(
+        [
+            table(measurements),
+            "",
+            FOOTNOTES,
+            "",
+            *(f"note: {note}" for note in notes),
+            f"{len(measurements)} measurements in {format_seconds(summary['seconds'])}"
+            f"{budget}: {verdict}",
+            *(f"FAILED: {failure}" for failure in failures),
+        ]
     )
-    for failure in failures:
-        print(f"FAILED: {failure}")
+    print(text)
+    (args.results / "latest.txt").write_text(text + "\n")
+    if args.publish is not None:
+        args.publish.mkdir(parents=True, exist_ok=True)
+        (args.publish / "results.txt").write_text(text + "\n")
+        if chart_path.exists():
+            shutil.copyfile(chart_path, args.publish / "chart.png")

@@ -1,16 +1,19 @@
 """The data every contender saves and loads, made deterministically, and its checksums.
 
-Two shapes of data:
+Three shapes of data:
 
-* a *checkpoint*: ``count`` float32 tensors of shape ``(rows, 256)`` named ``layerNN.weight``,
-  one of them (the one a lazy load touches) 16 MiB, the rest sharing what is left of the size.
-  It is generated once per size into a raw file (the tensors back to back, no header), which
-  the children read into memory (``np.fromfile``) or map (``np.memmap``) as their input;
+* a *checkpoint*: 20 float32 tensors of shape ``(rows, 256)`` named ``layerNN.weight``, one of
+  them (the one a lazy load touches) 16 MiB, the rest sharing what is left of the size;
+* an *ascii* data set: one 1-D tensor of ``--ascii-elements`` float32 or float64 values, drawn
+  uniformly from [0, 1) as ``torch.rand`` does;
 * *records*: many small tensors, a list of ``{"name": str, "w": 4x4 float32, "b": 4 float32}``,
-  made from a seed in each child (they are small).
+  made from a seed in the worker (they are small).
 
-A result is checked by CRC-32 of every tensor's bytes (plus dtype and shape), computed by zlib
-over whole buffers, never by a Python loop over elements.
+Tensor data is generated once per size into a raw file (the tensors back to back, no header),
+which the worker reads into memory (``np.fromfile``) or maps (``np.memmap``) as its input, and
+which the physical limits read and map. A result is checked by CRC-32 of every tensor's bytes
+(plus dtype and shape), computed by zlib over whole buffers, never by a Python loop over
+elements.
 """
 
 from __future__ import annotations
@@ -25,40 +28,42 @@ from typing import Any
 
 import numpy as np
 
-DTYPE = np.dtype(np.float32)
+FLOAT32 = np.dtype(np.float32)
 COLUMNS = 256  # every checkpoint tensor is (rows, 256) float32: 1 KiB a row
-ROW_BYTES = COLUMNS * DTYPE.itemsize
+ROW_BYTES = COLUMNS * FLOAT32.itemsize
 TOUCH_BYTES = 16 << 20  # the tensor a lazy load reads
 TENSORS = 20
-CHUNK_ELEMENTS = 8 << 20  # generate and write 32 MiB at a time
-RECORD_BYTES = (16 + 4) * DTYPE.itemsize  # payload of one record: w and b
+CHUNK_BYTES = 32 << 20  # generate and write 32 MiB at a time
+RECORD_BYTES = (16 + 4) * FLOAT32.itemsize  # payload of one record: w and b
 MIN_SIZE = TENSORS * 2 * ROW_BYTES
+ASCII_DTYPES = {"ascii-float32": "<f4", "ascii-float64": "<f8"}
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One tensor of a checkpoint and where its bytes sit in the raw source file."""
+    """One tensor of a data set and where its bytes sit in the raw source file."""
 
     name: str
-    rows: int
+    shape: tuple[int, ...]
+    dtype: str  # a numpy dtype string, e.g. "<f4"
     offset: int
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return (self.rows, COLUMNS)
+    def count(self) -> int:
+        return int(np.prod(self.shape))
 
     @property
     def nbytes(self) -> int:
-        return self.rows * ROW_BYTES
+        return self.count * np.dtype(self.dtype).itemsize
 
 
 @dataclass
 class TensorData:
-    """A checkpoint: its layout, the raw file holding it, and the checksums to expect."""
+    """A data set of tensors: layout, the raw file holding them, the checksums to expect."""
 
     source: str
     layout: list[TensorSpec]
-    touch: str  # the tensor a lazy load sums
+    touch: str | None = None  # the tensor a lazy load sums
     digest: dict[str, str] = field(default_factory=dict)
     touch_value: float = 0.0
 
@@ -66,9 +71,17 @@ class TensorData:
     def nbytes(self) -> int:
         return sum(spec.nbytes for spec in self.layout)
 
+    @property
+    def touched(self) -> int:
+        """Bytes of the tensor a lazy load reads (0 when there is none)."""
+        return next((spec.nbytes for spec in self.layout if spec.name == self.touch), 0)
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TensorData:
-        layout = [TensorSpec(**spec) for spec in data.pop("layout")]
+        layout = [
+            TensorSpec(spec["name"], tuple(spec["shape"]), spec["dtype"], spec["offset"])
+            for spec in data.pop("layout")
+        ]
         return cls(layout=layout, **data)
 
 
@@ -88,12 +101,12 @@ class RecordData:
 
 @dataclass
 class Manifest:
-    """Everything a child needs to know about the data of one size; stored as JSON."""
+    """Everything a worker needs to know about the data of one size; stored as JSON."""
 
     size: int
     checkpoint: TensorData
-    ascii: TensorData
     records: RecordData
+    ascii: dict[str, TensorData]  # by case name: ascii-float32, ascii-float64
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -104,9 +117,13 @@ class Manifest:
         return cls(
             size=data["size"],
             checkpoint=TensorData.from_json(data["checkpoint"]),
-            ascii=TensorData.from_json(data["ascii"]),
             records=RecordData(**data["records"]),
+            ascii={name: TensorData.from_json(d) for name, d in data["ascii"].items()},
         )
+
+    def tensors_of(self, case: str) -> TensorData:
+        """The tensor data set a case saves and loads (the checkpoint unless ascii)."""
+        return self.ascii.get(case, self.checkpoint)
 
 
 def checkpoint_layout(total: int, count: int = TENSORS) -> tuple[list[TensorSpec], str]:
@@ -129,45 +146,45 @@ def checkpoint_layout(total: int, count: int = TENSORS) -> tuple[list[TensorSpec
     rows.insert(middle, touch_rows)
     layout, offset = [], 0
     for i, n in enumerate(rows):
-        layout.append(TensorSpec(f"layer{i:02d}.weight", n, offset))
-        offset += n * ROW_BYTES
+        spec = TensorSpec(f"layer{i:02d}.weight", (n, COLUMNS), FLOAT32.str, offset)
+        layout.append(spec)
+        offset += spec.nbytes
     return layout, layout[middle].name
 
 
-def write_checkpoint(path: Path, total: int, seed: int) -> TensorData:
-    """Generate a checkpoint of ``total`` bytes into the raw file ``path``, with checksums."""
-    data = describe_checkpoint(path, total)
-    layout, touch = data.layout, data.touch
-    buffer = np.empty(CHUNK_ELEMENTS, DTYPE)
-    with open(path, "wb") as out:
-        for index, spec in enumerate(layout):
+def write_tensors(data: TensorData, seed: int) -> TensorData:
+    """Generate the tensors of ``data`` (uniform in [0, 1)) into its raw file; add checksums."""
+    with open(data.source, "wb") as out:
+        for index, spec in enumerate(data.layout):
             rng = np.random.default_rng([seed, index])
-            crc, left = 0, spec.nbytes // DTYPE.itemsize
+            dtype = np.dtype(spec.dtype)
+            crc, left = 0, spec.count
+            chunk_elements = CHUNK_BYTES // dtype.itemsize
             while left:
-                chunk = buffer[: min(left, CHUNK_ELEMENTS)]
-                rng.random(out=chunk, dtype=DTYPE)
+                chunk = rng.random(min(left, chunk_elements), dtype=dtype.type)
                 crc = zlib.crc32(chunk.data, crc)
                 out.write(chunk.data)
                 left -= chunk.size
-            data.digest[spec.name] = _digest_text(DTYPE, spec.shape, crc)
-    arrays = map_checkpoint(data)
-    data.touch_value = touch_value(arrays[touch])
+            data.digest[spec.name] = _digest_text(dtype, spec.shape, crc)
+    if data.touch is not None:
+        data.touch_value = touch_value(map_tensors(data)[data.touch])
     return data
 
 
-def read_checkpoint(data: TensorData) -> dict[str, np.ndarray]:
-    """The checkpoint's tensors read into memory (anonymous pages), in layout order."""
+def read_tensors(data: TensorData) -> dict[str, np.ndarray[Any, Any]]:
+    """The data set's tensors read into memory (anonymous pages), in layout order."""
     arrays = {}
     with open(data.source, "rb") as source:
         for spec in data.layout:
-            arrays[spec.name] = np.fromfile(source, DTYPE, spec.rows * COLUMNS).reshape(spec.shape)
+            array = np.fromfile(source, np.dtype(spec.dtype), spec.count)
+            arrays[spec.name] = array.reshape(spec.shape)
     return arrays
 
 
-def map_checkpoint(data: TensorData) -> dict[str, np.ndarray]:
-    """The checkpoint's tensors as read-only ``np.memmap`` views of its raw file."""
+def map_tensors(data: TensorData) -> dict[str, np.ndarray[Any, Any]]:
+    """The data set's tensors as read-only ``np.memmap`` views of its raw file."""
     return {
-        spec.name: np.memmap(data.source, DTYPE, "r", spec.offset, spec.shape)
+        spec.name: np.memmap(data.source, np.dtype(spec.dtype), "r", spec.offset, spec.shape)
         for spec in data.layout
     }
 
@@ -187,16 +204,16 @@ def _digest_text(dtype: np.dtype[Any], shape: tuple[int, ...], crc: int) -> str:
     return f"{dtype.str}{tuple(shape)}:{crc:08x}"
 
 
-def checkpoint_digest(arrays: Mapping[str, Any]) -> dict[str, str]:
-    """``array_digest`` of every tensor of a loaded checkpoint, by name."""
+def tensors_digest(arrays: Mapping[str, Any]) -> dict[str, str]:
+    """``array_digest`` of every tensor of a loaded data set, by name."""
     return {name: array_digest(array) for name, array in arrays.items()}
 
 
 def make_records(count: int, seed: int) -> list[dict[str, Any]]:
     """``count`` records, each with its own small arrays (not views of one big array)."""
     rng = np.random.default_rng([seed, 1 << 20])
-    weights = rng.random((count, 4, 4), dtype=DTYPE)
-    biases = rng.random((count, 4), dtype=DTYPE)
+    weights = rng.random((count, 4, 4), dtype=np.float32)
+    biases = rng.random((count, 4), dtype=np.float32)
     return [
         {"name": f"encoder.block{i}.proj", "w": weights[i].copy(), "b": biases[i].copy()}
         for i in range(count)
@@ -234,31 +251,34 @@ def records_digest(rows: Iterable[tuple[str, Any, Any]]) -> dict[str, str]:
     }
 
 
-def describe_checkpoint(path: Path, total: int) -> TensorData:
-    """A checkpoint's layout without its data, for cases not run."""
-    layout, touch = checkpoint_layout(total)
-    return TensorData(source=str(path), layout=layout, touch=touch)
+def index_digest(shapes: Iterable[tuple[int, ...]]) -> dict[str, str]:
+    """What an index of the records' tensors must list: how many tensors of each shape (the
+    names are left out: each library spells its paths its own way)."""
+    counts: dict[str, int] = {}
+    for shape in shapes:
+        key = str(tuple(shape))
+        counts[key] = counts.get(key, 0) + 1
+    return {key: str(n) for key, n in sorted(counts.items())}
 
 
 def make_manifest(
-    folder: Path, size: int, records: int, ascii_size: int, seed: int, cases: Iterable[str]
+    folder: Path, size: int, records: int, ascii_elements: int, seed: int, cases: Iterable[str]
 ) -> Manifest:
     """Generate the data of one size that ``cases`` need under ``folder``, and describe it."""
     cases = set(cases)
-    path, ascii_path = folder / "checkpoint.raw", folder / "ascii.raw"
-    checkpoint = (
-        write_checkpoint(path, size, seed)
-        if cases & {"checkpoint", "memmap"}
-        else describe_checkpoint(path, size)
-    )
-    ascii_data = (
-        write_checkpoint(ascii_path, ascii_size, seed + 1)
-        if "ascii" in cases
-        else describe_checkpoint(ascii_path, ascii_size)
-    )
+    layout, touch = checkpoint_layout(size)
+    checkpoint = TensorData(str(folder / "checkpoint.raw"), layout, touch)
+    if cases & {"checkpoint", "memmap", "compressed"}:
+        write_tensors(checkpoint, seed)
+    ascii_sets = {}
+    for number, (name, dtype) in enumerate(ASCII_DTYPES.items(), 1):
+        spec = TensorSpec("x", (ascii_elements,), dtype, 0)
+        ascii_sets[name] = TensorData(str(folder / f"{name}.raw"), [spec])
+        if name in cases:
+            write_tensors(ascii_sets[name], seed + number)
     record_data = RecordData(count=records, seed=seed)
     if "records" in cases:
         made = make_records(records, seed)
         record_data.digest = records_digest((r["name"], r["w"], r["b"]) for r in made)
         record_data.footprint = records_footprint(made)
-    return Manifest(size=size, checkpoint=checkpoint, ascii=ascii_data, records=record_data)
+    return Manifest(size=size, checkpoint=checkpoint, records=record_data, ascii=ascii_sets)

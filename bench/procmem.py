@@ -9,6 +9,7 @@ Elsewhere psutil's USS (private memory) stands in for ``RssAnon``; it is slower 
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -25,7 +26,7 @@ class Memory(NamedTuple):
     hwm: int | None = None
 
 
-def _parse_status(text: str) -> Memory:
+def parse_status(text: str) -> Memory:
     fields: dict[str, int] = {}
     for line in text.splitlines():
         key, _, rest = line.partition(":")
@@ -51,13 +52,12 @@ def sampler(pid: int) -> Callable[[], Memory | None]:
         def read_proc() -> Memory | None:
             try:
                 with open(path) as status:
-                    return _parse_status(status.read())
+                    return parse_status(status.read())
             except (OSError, ValueError, IndexError):
                 return None
 
         return read_proc
-    import psutil
-
+    psutil = importlib.import_module("psutil")  # untyped; only where /proc is missing
     process = psutil.Process(pid)
 
     def read_psutil() -> Memory | None:

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ def levels_table(folder: Path, size: int, repeat: int) -> list[str]:
     plain_path = folder / "plain.t7"
     packed = folder / "packed.t7.zst"
     for name, value in (("float32 N(0,0.02)", weights(size)), ("int64 token ids", token_ids(size))):
-        plain_time = best(lambda v=value: streamser.save(plain_path, v), repeat)
+        plain_time = best(partial(streamser.save, plain_path, value), repeat)
         plain = plain_path.stat().st_size
         for level in (1, 3, 9):
             for threads in (1, 2):
@@ -98,7 +99,7 @@ def levels_table(folder: Path, size: int, repeat: int) -> list[str]:
                 if zstd is not None:
                     command = [zstd, "-q", "-f", f"-{level}", f"-T{threads}", str(plain_path)]
                     command += ["-o", str(cli)]
-                    cli_time = best(lambda c=command: subprocess.run(c, check=True), repeat)
+                    cli_time = best(partial(subprocess.run, command, check=True), repeat)
                     cli_ratio = plain / cli.stat().st_size
                     cli_row = (
                         f"{cli_ratio:>16.3f}{plain / cli_time / 1e6:>10.0f}"
@@ -127,7 +128,7 @@ def lazy_table(folder: Path, sizes: list[int], repeat: int) -> list[str]:
         del value
         tensor = np.random.default_rng(9).normal(0, 0.02, TENSOR // 4).astype(np.float32)
         packed = zstandard.ZstdCompressor(level=3).compress(tensor.tobytes())
-        decompress = best(lambda p=packed: zstandard.ZstdDecompressor().decompress(p), repeat)
+        decompress = best(partial(zstandard.ZstdDecompressor().decompress, packed), repeat)
 
         def open_only(p: Path = path) -> None:
             with streamser.open(p) as f:
@@ -176,7 +177,7 @@ def memory_table(folder: Path, size: int) -> list[str]:
         what = {
             "save": "compressed save (level 3, 2 threads), weights built beforehand",
             "lazy": "open + tensors() + read one 16 MiB tensor",
-        }[job["op"]]
+        }[str(job["op"])]
         lines.append(
             f"{size // MiB}M {what}: +{report['peak'] / MiB:.1f} MiB in {report['seconds']:.2f} s"
         )
@@ -241,8 +242,8 @@ def shuffle_table(size: int, repeat: int) -> list[str]:
     ]
     for level in (1, 3, 9):
         compressor = zstandard.ZstdCompressor(level=level)
-        plain_time = best(lambda c=compressor: c.compress(raw), repeat)
-        packed = compressor.compress(raw)
+        plain_time = best(partial(compressor.compress, raw.data), repeat)
+        packed = compressor.compress(raw.data)
 
         def shuffled(c: Any = compressor) -> bytes:
             return bytes(c.compress(np.ascontiguousarray(raw.reshape(-1, 4).T)))
@@ -250,7 +251,7 @@ def shuffle_table(size: int, repeat: int) -> list[str]:
         shuffle_time = best(shuffled, repeat)
         packed_shuffled = shuffled()
         planes = np.frombuffer(zstandard.ZstdDecompressor().decompress(packed_shuffled), np.uint8)
-        unshuffle = best(lambda p=planes: np.ascontiguousarray(p.reshape(4, -1).T), repeat)
+        unshuffle = best(partial(np.ascontiguousarray, planes.reshape(4, -1).T), repeat)
         assert np.array_equal(np.ascontiguousarray(planes.reshape(4, -1).T).reshape(-1), raw)
         ratio, ratio_shuffled = raw.nbytes / len(packed), raw.nbytes / len(packed_shuffled)
         saved = 1 - len(packed_shuffled) / len(packed)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CASES = ("checkpoint", "records", "memmap", "compressed", "ascii-float32", "ascii-float64")
 
 
-def _run_module(module: str) -> str:
+def _run_module(module: str, *args: str) -> str:
     """``python -m <module> --smoke`` from the repository root; its output, which must succeed."""
     result = subprocess.run(
-        [sys.executable, "-m", module, "--smoke"],
+        [sys.executable, "-m", module, "--smoke", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -23,8 +25,21 @@ def _run_module(module: str) -> str:
     return result.stdout
 
 
-def test_bench_smoke_run_passes() -> None:
-    assert "streamser" in _run_module("bench")
+def test_bench_smoke_run_passes(tmp_path: Path) -> None:
+    """Every case runs, every result is checked, streamser stays in its memory budget, and
+    every operation of streamser gets a paired ratio to something it was measured beside."""
+    output = _run_module("bench", "--results", str(tmp_path))
+    for case in CASES:
+        assert f"| {case}: " in output
+    assert "== import: " in output
+    document = json.loads((tmp_path / "latest.json").read_text())
+    assert document["failures"] == []
+    streamser = [m for m in document["measurements"] if m["role"] == "subject"]
+    assert {m["case"] for m in streamser} == {*CASES, "import"}
+    for m in streamser:
+        assert m["ok"], m
+        ratios = [m[key] for key in ("vs_ref", "vs_memcpy", "vs_peer") if m[key]]
+        assert any(r["paired"] is not None for r in ratios), (m["case"], m["op"], m["label"])
 
 
 def test_zstd_bench_smoke_run_passes() -> None:

@@ -1,0 +1,80 @@
+"""How well runs of the bench agree: ``python -m bench.spread A.json B.json C.json``.
+
+Reads the JSON files of several runs of the same command (copies of bench/results/latest.json)
+and prints, for every ratio of every row present in all of them, its value in each run and the
+spread: the largest over the smallest, minus one. The bench's acceptance is a spread of at most
+10% between three consecutive runs on a quiet machine. By default only streamser's rows are
+shown (``--all`` for every row); ratios of a reference to itself are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .report import RATIOS
+from .stats import spread
+from .units import format_bytes
+
+LIMIT = 0.10
+Key = tuple[Any, ...]
+
+
+def ratios_of(document: dict[str, Any], everyone: bool) -> dict[Key, float]:
+    """Every ratio of a run, by (size, case, op, label, ratio kind, best or paired)."""
+    found: dict[Key, float] = {}
+    for m in document["measurements"]:
+        if not everyone and m["role"] != "subject":
+            continue
+        for kind in RATIOS:
+            ratio = m.get(kind)
+            if not ratio or ratio["to"] == m["label"]:
+                continue
+            for reading in ("best", "paired"):
+                if ratio.get(reading) is not None:
+                    key = (m["size"] or 0, m["case"], m["op"], m["label"], kind, reading)
+                    found[key] = ratio[reading]
+    return found
+
+
+def rows(runs: list[dict[Key, float]]) -> list[tuple[Key, list[float], float]]:
+    """(key, the values in each run, their spread) for the keys all runs have."""
+    common = set(runs[0]).intersection(*runs[1:])
+    out = []
+    for key in sorted(common, key=lambda k: (k[0], k[1], k[2], k[3], k[4], k[5])):
+        values = [run[key] for run in runs]
+        out.append((key, values, spread(values) or 0.0))
+    return out
+
+
+def render(table: list[tuple[Key, list[float], float]], count: int) -> str:
+    head = f"{'size':>6}  {'case':13} {'op':5} {'contender':28} {'ratio':16}"
+    head += "".join(f"{'run ' + str(i + 1):>8}" for i in range(count)) + "  spread"
+    lines = [head]
+    for (size, case, op, label, kind, reading), values, width in table:
+        name = f"{kind.removeprefix('vs_')} {reading}"
+        cells = "".join(f"{value:7.3f}x" for value in values)
+        flag = "  !" if width > LIMIT else ""
+        lines.append(
+            f"{format_bytes(size) if size else '-':>6}  {case:13} {op:5} {label:28} {name:16}"
+            f"{cells}  {width * 100:5.1f}%{flag}"
+        )
+    held = sum(1 for *_, width in table if width <= LIMIT)
+    lines.append(f"{held} of {len(table)} ratios within {LIMIT:.0%} (largest over smallest)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.spread", description=__doc__)
+    parser.add_argument("runs", nargs="+", type=Path, help="JSON files of runs of one command")
+    parser.add_argument("--all", action="store_true", help="every row, not only streamser's")
+    args = parser.parse_args(argv)
+    runs = [ratios_of(json.loads(path.read_text()), args.all) for path in args.runs]
+    print(render(rows(runs), len(runs)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
