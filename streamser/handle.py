@@ -86,8 +86,8 @@ class TensorSlice:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
         if isinstance(self._array, LazyArray):  # read once; the result is already new
             return self._array.__array__(dtype)
-        copy = private_copy(self._array)  # a broadcast stays one, not 2**40 copies
-        return copy if dtype is None or copy.dtype == dtype else copy.astype(dtype)
+        values = private_copy(self._array)  # a broadcast stays one, not 2**40 copies
+        return values if dtype is None or values.dtype == dtype else values.astype(dtype)
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self._origin is None:  # a file object: the values themselves
