@@ -226,7 +226,7 @@ def private_copy(array: Array) -> Array:
     its strides over a copy of just the memory it covers: copying a stride-0 broadcast of one
     float to 2**40 elements copies one float, as :func:`_own_storage` writes one."""
     span = _span(array)
-    if span is None or span >= array.size:
+    if span is None or span >= array.size or not array.size:
         return np.array(array)
     covered = np.lib.stride_tricks.as_strided(array, shape=(span,), strides=(array.itemsize,))
     copy = np.array(covered)
