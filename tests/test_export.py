@@ -159,6 +159,37 @@ def test_verify_notes_nan_once_per_storage(tmp_path: Path) -> None:
     assert report.nbytes == 24 + 24
 
 
+def test_verify_reads_a_compressed_file_a_chunk_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lazily read storage is checked in pieces of CHUNK_BYTES, once for all its views."""
+    from streamser.tools import verify
+    from streamser.values.lazy import LazyStorage
+
+    weights = np.arange(4096, dtype=np.float32)
+    weights[3000] = np.inf
+    value = {"w": weights, "rows": weights.reshape(64, 64)[10:20], "ids": np.arange(100)}
+    path = tmp_path / "lazy.t7"
+    streamser.save(path, value, compress="zstd")
+    reads: list[int] = []
+    real_read = LazyStorage.read
+
+    def counted(self: LazyStorage, first: int = 0, end: int | None = None) -> Any:
+        piece = real_read(self, first, end)
+        reads.append(piece.nbytes)
+        return piece
+
+    monkeypatch.setattr(verify, "CHUNK_BYTES", 1024)
+    monkeypatch.setattr(LazyStorage, "read", counted)
+    with streamser.open(path) as handle:
+        report = verify.read_values(handle)
+    assert report.tensors == 3
+    assert report.nonfinite == ["w"]
+    assert report.nbytes == 4096 * 4 + 100 * 8  # the shared storage read once
+    assert max(reads) <= 1024
+    assert sum(reads) == report.nbytes
+
+
 def test_exports_stream_in_bounded_memory(tmp_path: Path) -> None:
     source = tmp_path / "big.t7"
     big = np.arange(12 << 20, dtype=">f4")  # 48 MiB, big endian: converted chunk by chunk

@@ -202,10 +202,14 @@ def test_a_private_copy_of_a_broadcast_stays_a_broadcast() -> None:
     one = np.arange(3, dtype=np.float32)
     wide = np.lib.stride_tricks.as_strided(one, shape=(1 << 40, 3), strides=(0, 4))
     copy = private_copy(wide)
-    assert copy.shape == wide.shape and copy.strides == wide.strides
-    assert not np.shares_memory(copy, one) and copy.base is not None
-    assert copy[123456789].tolist() == [0.0, 1.0, 2.0] and not copy.flags.writeable
+    assert copy.shape == wide.shape
+    assert copy.strides == wide.strides
+    assert not np.shares_memory(copy, one)
+    assert copy.base is not None
+    assert copy[123456789].tolist() == [0.0, 1.0, 2.0]
+    assert not copy.flags.writeable
     empty = np.lib.stride_tricks.as_strided(one, shape=(0, 5), strides=(4, 400))
     assert private_copy(empty).shape == (0, 5)
     plain = one[::2]
-    assert private_copy(plain).tolist() == [0.0, 2.0] and private_copy(plain).flags.writeable
+    assert private_copy(plain).tolist() == [0.0, 2.0]
+    assert private_copy(plain).flags.writeable

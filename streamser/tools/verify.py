@@ -18,6 +18,7 @@ import numpy as np
 
 from ..handle import T7File
 from ..io.arrays import address_of, iter_chunks, root_of
+from ..values.lazy import LazyArray, LazyStorage
 
 CHUNK_BYTES = 16 << 20  # the most of one storage checked at once
 
@@ -44,18 +45,39 @@ class _Span:
     path: str
 
 
+@dataclass
+class _LazySpan:
+    """The elements of one lazily read storage (compressed, or read by range) that its
+    tensors reach, as element indices: read from the file a chunk at a time."""
+
+    storage: LazyStorage
+    first: int
+    end: int
+    path: str
+
+
 def read_values(handle: T7File) -> ValueReport:
     """Read the data of every tensor of ``handle`` once per storage, and check floats."""
     report = ValueReport()
     spans: dict[tuple[int, str], _Span] = {}
-    for path, array in handle.arrays():
+    lazy: dict[int, _LazySpan] = {}
+    for path, array in handle.arrays(read=False):
         report.tensors += 1
-        if array.size:
+        if not array.size:
+            continue
+        if isinstance(array, LazyArray):
+            _reach_lazily(lazy, path, array)
+        else:
             _reach(spans, path, array)
     for span in spans.values():
         report.nbytes += span.end - span.first
         if not _all_finite(_elements(span)):
             report.nonfinite.append(span.path)
+    for later in lazy.values():
+        storage = later.storage
+        report.nbytes += (later.end - later.first) * storage.file_dtype.itemsize
+        if not _all_finite(storage.chunks(CHUNK_BYTES, later.first, later.end)):
+            report.nonfinite.append(later.path)
     return report
 
 
@@ -74,6 +96,16 @@ def _reach(spans: dict[tuple[int, str], _Span], path: str, array: Array) -> None
     span = spans.get(key)
     if span is None:
         spans[key] = _Span(root, array.dtype, first, end, path)
+    else:
+        span.first, span.end = min(span.first, first), max(span.end, end)
+
+
+def _reach_lazily(spans: dict[int, _LazySpan], path: str, array: LazyArray) -> None:
+    first, end = array.span()
+    key = id(array.storage)  # the span holds the storage, so its id stays its own
+    span = spans.get(key)
+    if span is None:
+        spans[key] = _LazySpan(array.storage, first, end, path)
     else:
         span.first, span.end = min(span.first, first), max(span.end, end)
 
