@@ -67,6 +67,7 @@ typedef struct {
     PyObject *entries;   /* the table's dict; NULL for a torch object's field object */
     PyObject *key;       /* NULL while the key is still to come */
     int64_t remaining;
+    int64_t count;       /* the entries the table announced */
     Py_ssize_t node;     /* the index node of the container (when notes are taken) */
 } Frame;
 
@@ -695,6 +696,7 @@ static int push(Reader *r, PyObject *container, PyObject *entries, int64_t remai
     frame->entries = entries;
     frame->key = NULL;
     frame->remaining = remaining;
+    frame->count = remaining;
     frame->node = node;
     return OK;
 }
@@ -879,6 +881,8 @@ static int deliver(Reader *r, PyObject *value, PyObject **out)
         Py_DECREF(value);
         if (status != OK || --frame->remaining > 0)
             return status;
+        if (PyDict_GET_SIZE(frame->entries) < frame->count)
+            return BAIL; /* a key came twice: Python keeps the index right for that */
         Py_CLEAR(frame->entries);
     }
     *out = frame->container;

@@ -7,6 +7,7 @@ path a walk of the loaded value finds; keys that are tables or tensors are index
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,29 @@ def test_the_recorder_forgets_notes_after_a_mark() -> None:
 )
 def test_every_file_of_the_corpus_and_the_real_world(path: Path) -> None:
     _check_every_path(path, referenced=".noref-" not in path.name)
+
+
+@pytest.mark.parametrize("fmt", ["binary", "ascii"])
+@pytest.mark.parametrize("pure", [False, True])
+def test_a_value_a_repeated_key_replaced_is_not_listed(
+    tmp_path: Path, fmt: str, pure: bool
+) -> None:
+    """A table that repeats a key keeps its last value, as Lua does; what the earlier one held
+    (a tensor, a table of tensors) is no longer in the file's value, nor in its index."""
+    value = LuaTable(
+        [
+            ("keep", np.arange(2.0)),
+            ("dupAA", np.arange(3.0)),  # replaced by a number
+            ("dupBB", 7),
+            ("tabCC", LuaTable({"w": np.ones(4), "v": np.zeros(1)})),  # replaced by a tensor
+            ("tabDD", np.full(5, 2.0)),
+        ]
+    )
+    path = _opened(tmp_path, value, fmt)
+    data = path.read_bytes().replace(b"dupBB", b"dupAA").replace(b"tabDD", b"tabCC")
+    path.write_bytes(data)
+    with speedups.pure_python() if pure else nullcontext():
+        loaded = streamser.load(path)
+        assert loaded["dupAA"] == 7
+        assert loaded["tabCC"].tolist() == [2.0] * 5
+        assert _check_every_path(path) == ["keep", "tabCC"]

@@ -24,7 +24,7 @@ from .. import speedups
 from ..io.arrays import Array, address_of, root_of
 from ..spec.format import element_of
 from ..values.lazy import LazyArray, LazyStorage
-from ..values.lua import LuaTable, Storage, gc_paused
+from ..values.lua import LuaTable, Storage, _hash_key, gc_paused
 from ..values.tensors import class_for_array
 from .paths import UPVALUES, Entry, KeyOf, Part, format_part
 
@@ -105,6 +105,38 @@ class IndexRecorder:
         for column in (columns.owners, columns.spots, columns.values, columns.storage_of):
             del column[entries:]
 
+    def prune(self) -> None:
+        """Forget the notes of values a later entry of their table replaced.
+
+        A table that repeats a key keeps the last value, as Lua does when it reads it, so an
+        earlier value under that key (a tensor, a table of tensors) is no longer where its note
+        says. Torch never writes such a table; a damaged or crafted file can. The reader calls
+        this only when a table came out with fewer entries than it announced. (A replaced value
+        that is also reached by a later reference is then not listed: its note was the first.)
+        """
+        columns = self.columns
+        kept: dict[int, int] = {-1: -1}  # old node -> new node
+        parents, places, containers = array("q"), list[Any](), list[Any]()
+        for node, (parent, place, container) in enumerate(
+            zip(columns.parents, columns.places, columns.containers, strict=True)
+        ):
+            if parent in kept and _still_there(columns, parent, place, container):
+                kept[node] = len(places)
+                parents.append(kept[parent])
+                places.append(place)
+                containers.append(container)
+        owners, spots, values, storage_of = array("q"), list[Any](), list[Any](), array("q")
+        for owner, spot, value, storage in zip(
+            columns.owners, columns.spots, columns.values, columns.storage_of, strict=True
+        ):
+            if owner in kept and _still_there(columns, owner, spot, value):
+                owners.append(kept[owner])
+                spots.append(spot)
+                values.append(value)
+                storage_of.append(storage)
+        self.columns = IndexColumns(parents, places, containers, owners, spots, values, storage_of)
+        self.storages = {id(value) for value in values if type(value) is Storage}
+
     def extend(self, parents: bytes, owners: bytes, storage_of: bytes) -> None:
         """The integer columns of notes the compiled reader made (its lists it fills itself)."""
         self.columns.parents.frombytes(parents)
@@ -118,6 +150,23 @@ class IndexRecorder:
             columns.owners, columns.spots, columns.values, columns.storage_of, strict=True
         ):
             yield node, place, value, None if storage < 0 else storage
+
+
+def _still_there(columns: IndexColumns, node: int, place: Any, child: Any) -> bool:
+    """Whether ``child`` still sits at ``place`` in node ``node`` (see :meth:`prune`)."""
+    if node < 0 or not (type(place) in _PLAIN_KEYS or place is AS_KEY or type(place) is not Place):
+        return True  # the root, a torch object's fields, upvalues, a payload: never replaced
+    table = columns.containers[node]
+    if not isinstance(table, LuaTable):
+        return True
+    entries = table._entries
+    if place is AS_KEY:
+        return any(key is child for key, _ in entries.values())
+    try:
+        found = entries.get(_hash_key(place))
+    except ValueError:
+        return False
+    return found is not None and found[1] is child
 
 
 class TensorInfo(NamedTuple):

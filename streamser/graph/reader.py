@@ -73,11 +73,12 @@ _BAIL = object()  # the compiled loop handed the value over to the Python one
 
 
 class _TableFrame:
-    __slots__ = ("entries", "key", "node", "remaining", "table")
+    __slots__ = ("count", "entries", "key", "node", "remaining", "table")
 
     def __init__(self, table: LuaTable, count: int) -> None:
         self.table = table
         self.entries = table._entries
+        self.count = count
         self.remaining = count
         self.key: Any = _PENDING
         self.node = -1
@@ -192,6 +193,7 @@ class GraphReader:
         decoder.max_string = self.limits.max_string
         self.objects: dict[int, Any] = {}
         self._indexed = 0  # tables, torch objects and functions read so far
+        self.replaced = False  # whether a table repeated a key (its last value won)
         self._stack: list[_Frame] = []
         self._full: Any = None  # the last tensor or storage read in full (for the index)
         self._last_index = 0  # the index of the last torch object met where a value stands
@@ -206,8 +208,11 @@ class GraphReader:
             if self._compiled is not None:
                 value = self._read_compiled(self._compiled)
                 if value is not _BAIL:
-                    return value
-            return self._read_graph()
+                    return value  # (the compiled loop hands over tables that repeat a key)
+            value = self._read_graph()
+            if self.replaced and self.index is not None:
+                self.index.prune()
+            return value
 
     def _read_compiled(self, fast: Any) -> Any:
         """The value as the compiled loop reads it, or ``_BAIL`` with the reader unchanged.
@@ -280,6 +285,8 @@ class GraphReader:
                     frame.remaining -= 1
                     if frame.remaining:
                         break
+                    if len(frame.entries) < frame.count:  # a key came twice: the last won
+                        self.replaced = True
                     value = frame.table
                 else:
                     value = frame.take(value, at)  # type: ignore[union-attr]
