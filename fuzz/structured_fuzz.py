@@ -204,19 +204,13 @@ def check_handle(handle: Any, budget: float) -> None:
 
 
 def lookup(handle: Any, path: str) -> Any:
-    """``handle[path]``; a path that a mutated key (one holding a dot) makes ambiguous is
-    not this fuzzer's business."""
-    try:
-        return handle[path]
-    except (KeyError, IndexError):
-        return None
+    """``handle[path]`` of a path ``tensors()`` gave: it must name its tensor (a KeyError
+    here is an index that lists what the value does not hold: an escape)."""
+    return handle[path]
 
 
 def first_and_last_rows(handle: Any, path: str) -> None:
-    try:
-        tensor = handle.get_slice(path)
-    except (KeyError, IndexError):
-        return
+    tensor = handle.get_slice(path)
     rows = [tensor[:1], tensor[-1:]] if len(tensor) else []
     fuzz_checks.touch([*rows, np.asarray(tensor)])  # touch sums with warnings off
 
@@ -281,8 +275,13 @@ def run_batch(
         COVERAGE.save()
 
 
+class CaseTimeout(BaseException):
+    """A case over its time budget: not an ``Exception`` (``TimeoutError`` is an ``OSError``),
+    so that neither ``step`` nor library code catching errors can take it for its own."""
+
+
 def _alarm(signum: int, frame: Any) -> None:
-    raise TimeoutError("case over its time budget")
+    raise CaseTimeout("case over its time budget")
 
 
 def run_one(
@@ -301,7 +300,7 @@ def run_one(
     except Finding as finding:
         report.update(status=finding.kind, step=finding.step, detail=finding.detail)
         report["traceback"] = "".join(traceback.format_exception(finding.__cause__ or finding))
-    except TimeoutError:
+    except CaseTimeout:
         report.update(status="hang", step="?", detail=traceback.format_exc()[-600:])
     finally:
         signal.alarm(0)

@@ -198,19 +198,23 @@ def as_user(uid: int, function: Callable[[], Any]) -> Any:
     if pid == 0:  # the child: never returns
         os.close(read_end)
         try:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            outcome: Any = ("value", function())
-        except BaseException as exc:  # sent back to the parent
-            outcome = ("error", exc, traceback.format_exc())
-        with os.fdopen(write_end, "wb") as pipe:
-            pickle.dump(outcome, pipe)
-        os._exit(0)
+            try:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                outcome: Any = ("value", function())
+            except BaseException as exc:  # sent back to the parent
+                outcome = ("error", exc, traceback.format_exc())
+            with os.fdopen(write_end, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+        finally:
+            os._exit(0)  # never back into the test session, whatever failed
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         data = pipe.read()
     os.waitpid(pid, 0)
+    if not data:
+        raise AssertionError("the child sent nothing back (it could not pickle its outcome)")
     outcome = pickle.loads(data)
     if outcome[0] == "error":
         raise outcome[1]
@@ -307,6 +311,115 @@ def test_an_unprivileged_save_in_a_read_only_folder(nobodys_folder: Path) -> Non
     assert "cannot be replaced atomically" in old[2]
     assert name_in(existing) == "old"
     assert sorted(p.name for p in nobodys_folder.iterdir()) == ["m.t7"]
+
+
+@needs_root
+def test_another_users_file_in_a_sticky_folder_is_refused_first(nobodys_folder: Path) -> None:
+    """In a folder of mode 1777 (as /tmp) ``open`` may rewrite another user's 0666 file, but
+    only its owner or the folder's may rename over it: refused before anything is written."""
+    sticky = nobodys_folder / "shared"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    path = sticky / "m.t7"
+    streamser.save(path, value("old"))  # root's
+    path.chmod(0o666)
+
+    def attempt() -> tuple[int, str, str]:
+        try:
+            streamser.save(path, value("new"))
+        except PermissionError as exc:
+            return exc.errno, str(exc.filename), str(exc)
+        raise AssertionError("not refused")
+
+    code, name, text = as_user(NOBODY, attempt)
+    assert (code, name) == (errno.EPERM, str(path))
+    assert "sticky" in text
+    assert name_in(path) == "old"
+    assert leftovers(sticky) == []
+
+
+@contextmanager
+def protected_symlinks() -> Iterator[None]:
+    """``fs.protected_symlinks`` on for the block (most distributions have it on)."""
+    setting = Path("/proc/sys/fs/protected_symlinks")
+    before = setting.read_text()
+    setting.write_text("1")
+    try:
+        yield
+    finally:
+        setting.write_text(before)
+
+
+@needs_root
+def test_a_link_open_would_not_follow_is_not_followed(nobodys_folder: Path) -> None:
+    """A link another user planted in a sticky world-writable folder: ``open`` refuses to
+    follow it (EACCES), and so does ``save``, whose target stays untouched."""
+    victim = nobodys_folder / "victim.t7"
+    streamser.save(victim, value("old"))
+    os.chown(victim, 0, 0)
+    sticky = nobodys_folder / "tmp"
+    sticky.mkdir()
+    os.chown(sticky, 0, 0)
+    sticky.chmod(0o1777)
+    link = sticky / "x.t7"
+    as_user(NOBODY, lambda: os.symlink(victim, link))
+    with protected_symlinks():
+        with pytest.raises(PermissionError) as opened:
+            open(link, "wb")  # noqa: SIM115  # it fails
+        with pytest.raises(PermissionError) as saved:
+            streamser.save(link, value("new"))
+    assert (saved.value.errno, saved.value.filename) == (opened.value.errno, str(link))
+    assert name_in(victim) == "old"
+    assert leftovers(nobodys_folder) == []
+
+
+def test_an_owner_that_cannot_be_set_does_not_fail_the_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a user namespace a file of an unmapped owner shows as 65534 and ``fchown`` fails
+    with EINVAL: the save goes on with the mode kept, as it does where it is not permitted."""
+    path = tmp_path / "m.t7"
+    streamser.save(path, value("old"))
+    path.chmod(0o640)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        os.chown(path, NOBODY, NOBODY)
+
+    def unmapped(fd: int, uid: int, gid: int) -> None:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+    monkeypatch.setattr(os, "fchown", unmapped)
+    streamser.save(path, value("new"))
+    assert name_in(path) == "new"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444], ids=oct)
+def test_the_temporary_is_never_more_open_than_the_file(tmp_path: Path, mode: int) -> None:
+    """While a save writes, its temporary is readable by no one the replaced file keeps out."""
+    path = tmp_path / "m.t7"
+    streamser.save(path, value("old"))
+    path.chmod(mode)
+    with umask(0o022), atomic.replacing(path) as raw:
+        raw.write(streamser.serialize(value("new")))
+        (temp,) = (p for p in tmp_path.iterdir() if p.name.endswith(TEMP_SUFFIX))
+        assert stat.S_IMODE(temp.stat().st_mode) & ~mode == 0
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert name_in(path) == "new"
+
+
+def test_a_name_as_long_as_open_takes(tmp_path: Path) -> None:
+    """A name of 250 bytes leaves no room for the temporary's suffix: the temporary takes a
+    shortened name with a checksum, and leftovers under such names are still found."""
+    path = tmp_path / ("n" * 247 + ".t7")
+    open(path, "wb").close()  # open takes it
+    streamser.save(path, value("old"))
+    prefix = atomic.temporary_prefix(path.name)
+    assert len(prefix) < 250
+    stale = tmp_path / f"{prefix}999999-0badc0de{TEMP_SUFFIX}"
+    stale.write_bytes(b"left by a killed save")
+    streamser.save(path, value("new"))
+    assert name_in(path) == "new"
+    assert leftovers(tmp_path) == []
 
 
 @needs_root

@@ -148,6 +148,47 @@ def test_ascii_hex_numbers_out_of_range_are_infinite_as_strtod_gives(
     assert array.tolist() == [expected, 1.0]
 
 
+def test_ascii_hex_numbers_out_of_range_through_every_reading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``0x1p99999`` in a file: infinite through load, open and the command line alike."""
+    path = tmp_path / "hex.t7"
+    table = b"3\n1\n1\n2\n1\nx\n1\n0x1p99999\n"  # {x = 0x1p99999}
+    path.write_bytes(table)
+    for how, value in every_reading(path).items():
+        assert not isinstance(value, BaseException), how
+        loaded = value[0] if isinstance(value, tuple) else value
+        assert loaded["x"] == np.inf, how
+    assert run_cli(capsys, "verify", str(path))[0] == 0
+    assert cli_main(["show", str(path)]) == 0
+    assert "x: inf" in capsys.readouterr().out
+
+
+def test_memory_errors_in_open_and_lazy_reads_are_limit_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A MemoryError while a compressed file is opened, or while one of its tensors is read,
+    surfaces as a LimitError that says memory ran out."""
+    from streamser.graph import reader
+    from streamser.io.seekable import FrameSource
+
+    path = tmp_path / "lazy.t7"
+    streamser.save(path, {"w": np.arange(1000.0)}, compress="zstd")
+    with streamser.open(path) as handle:
+
+        def no_memory(*args: object, **kwargs: object) -> None:
+            raise MemoryError
+
+        with monkeypatch.context() as patch:
+            patch.setattr(FrameSource, "read_into", no_memory)
+            with pytest.raises(streamser.LimitError, match="out of memory"):
+                np.asarray(handle["w"])
+        assert np.asarray(handle["w"]).sum() == 499500.0
+    monkeypatch.setattr(reader.GraphReader, "read_object", no_memory)
+    with pytest.raises(streamser.LimitError, match="out of memory"):
+        streamser.open(path)
+
+
 def test_empty_tensor_too_big_for_numpy_in_a_seekable_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

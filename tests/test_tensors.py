@@ -210,6 +210,9 @@ def test_a_private_copy_of_a_broadcast_stays_a_broadcast() -> None:
     assert not copy.flags.writeable
     empty = np.lib.stride_tricks.as_strided(one, shape=(0, 5), strides=(4, 400))
     assert private_copy(empty).shape == (0, 5)
+    small = np.broadcast_to(one, (1000, 3))  # small enough to copy whole: writable
+    assert private_copy(small).flags.writeable
+    assert np.array_equal(private_copy(small), small)
     plain = one[::2]
     assert private_copy(plain).tolist() == [0.0, 2.0]
     assert private_copy(plain).flags.writeable

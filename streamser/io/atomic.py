@@ -15,14 +15,21 @@ Around that core it behaves as the file it replaces:
   written: a file the process may not write (mode 0444 for a non-root user), a directory, a
   new file in a folder it may not write. A file that may be written but whose folder may not
   (no room for a temporary) is refused too: it could only be rewritten in place, which is not
-  atomic. Devices and FIFOs (``/dev/null``) are written through, as ``open`` would.
+  atomic; so is another user's file in a sticky folder (mode 1777), which only its owner or
+  the folder's may rename over. A link ``open`` would not follow (``fs.protected_symlinks``:
+  another user's link in a sticky world-writable folder) is refused with its ``EACCES``.
+  Devices and FIFOs (``/dev/null``) are written through, as ``open`` would.
+* **The temporary is never more open than the file it replaces**: it is created with that
+  file's permission bits (less the umask); its owner and exact mode are set before the rename.
 * **Every error names the file**: the path the caller gave, never the temporary file.
 
 Temporary files are named ``.<name>.<pid>-<random>.streamser-tmp`` and a save holds an
 advisory lock (``flock``) on its own while it writes and renames. Leftovers of saves that were
 killed are removed by the next save of the same file: only those whose lock can be taken, so a
 save still running in another process, another PID namespace (a container sharing the volume)
-or on another host (NFS forwards ``flock`` as a lock of the whole file) is never touched.
+or on another host (NFS emulates ``flock`` with a lock of the whole file, which is why a
+leftover is opened for writing where allowed) is never touched. A name too long for the
+suffix gives its temporaries a shortened name with a checksum (:func:`temporary_prefix`).
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
     at ``path`` leads to) only if the block ends without an error, and is removed otherwise."""
     target = resolve_links(path)
     with _named(path):
+        if target != path:
+            _follow_as_open_would(path)
         existing = _stat(target)
     if existing is not None and not stat.S_ISREG(existing.st_mode):
         with _write_through(path, target, existing) as raw:
@@ -59,6 +68,7 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
         return
     with _named(path):
         _refuse_as_open_would(target, existing)
+        _refuse_unreplaceable(target, existing)
         fd, temp = _temporary_for(target, existing)
     try:
         _copy_ownership(fd, existing)
@@ -91,6 +101,14 @@ def resolve_links(path: Path) -> Path:
     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
 
 
+def _follow_as_open_would(path: Path) -> None:
+    """Raise what following the link at ``path`` raises for ``open``: the kernel refuses
+    (EACCES) a link another user planted in a sticky world-writable folder such as /tmp
+    (``fs.protected_symlinks``), which :func:`resolve_links`, reading links, would not see."""
+    with suppress(FileNotFoundError):  # a dangling link: open creates its target
+        os.stat(path)
+
+
 def _stat(target: Path) -> os.stat_result | None:
     try:
         return os.stat(target)
@@ -105,11 +123,31 @@ def _refuse_as_open_would(target: Path, existing: os.stat_result | None) -> None
         os.close(os.open(target, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)))
 
 
+def _refuse_unreplaceable(target: Path, existing: os.stat_result | None) -> None:
+    """Refuse, before writing anything, a file the rename could not replace although
+    ``open`` could rewrite it: another user's file in a sticky folder (mode 1777, as /tmp),
+    where only the file's or the folder's owner may rename over it."""
+    if existing is None or not hasattr(os, "geteuid"):
+        return
+    folder = os.stat(target.parent)
+    user = os.geteuid()
+    if folder.st_mode & stat.S_ISVTX and user not in (0, existing.st_uid, folder.st_uid):
+        raise PermissionError(
+            errno.EPERM,
+            f"{os.strerror(errno.EPERM)}: its folder {str(target.parent)!r} is sticky and "
+            "the file is another user's, so it cannot be replaced atomically (save to an open "
+            "file object to rewrite it in place)",
+        )
+
+
 def _temporary_for(target: Path, existing: os.stat_result | None) -> tuple[int, Path]:
     """:func:`_locked_temporary`, its errors those ``open`` would give for ``path``; a file
     that may be written in a folder that may not is refused with a reason."""
+    # Created no more open than the file it replaces: a private checkpoint is never readable
+    # by others while it is written (its exact mode and owner are set before the rename).
+    mode = 0o666 if existing is None else stat.S_IMODE(existing.st_mode) & 0o666
     try:
-        return _locked_temporary(target)
+        return _locked_temporary(target, mode)
     except PermissionError as exc:
         if existing is None:
             raise  # open would fail just so: no file may be created there
@@ -148,14 +186,34 @@ def _named(path: Path) -> Iterator[None]:
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
-def _locked_temporary(target: Path) -> tuple[int, Path]:
-    """A new temporary file beside ``target``, created and locked by this save."""
+def temporary_prefix(name: str) -> str:
+    """The start of the names of ``name``'s temporaries: ``.<name>.``, or for a name too
+    long to take the suffix within the 255 bytes of a file name, its start and a checksum."""
+    if len(os.fsencode(name)) <= _MAX_NAME - _TEMP_EXTRA:
+        return f".{name}."
+    import zlib
+
+    encoded = os.fsencode(name)
+    short = os.fsdecode(encoded[: _MAX_NAME - _TEMP_EXTRA - 10])
+    while len(os.fsencode(short)) > _MAX_NAME - _TEMP_EXTRA - 10:  # a cut character widened
+        short = short[:-1]
+    return f".{short}~{zlib.crc32(encoded):08x}."
+
+
+_MAX_NAME = 255  # bytes in one file name (Linux, macOS; NAME_MAX)
+_TEMP_EXTRA = 48  # the dots, a PID, 8 hex digits and the suffix, with room to spare
+
+
+def _locked_temporary(target: Path, mode: int) -> tuple[int, Path]:
+    """A new temporary file beside ``target``, created (with ``mode``, less the umask) and
+    locked by this save."""
     import secrets  # on first use: it imports random, hashlib and more
 
+    prefix = temporary_prefix(target.name)
     while True:
-        temp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        temp = target.with_name(f"{prefix}{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        fd = os.open(temp, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = os.open(temp, flags | getattr(os, "O_CLOEXEC", 0), mode)
         if _try_lock(fd) and _is_same(temp, fd):
             return fd, temp
         # Between its creation and the lock, a cleanup took it for a leftover: start again.
@@ -199,7 +257,7 @@ def _copy_ownership(fd: int, existing: os.stat_result | None) -> None:
             try:
                 os.fchown(fd, uid, existing.st_gid)
                 break
-            except PermissionError:
+            except OSError:  # not permitted; EINVAL for an owner unmapped in a user namespace
                 continue
     with suppress(OSError, AttributeError):  # no modes: FAT, some shares, Windows
         os.fchmod(fd, stat.S_IMODE(existing.st_mode))
@@ -213,11 +271,10 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     import glob  # on first use
 
     removed = []
-    prefix = f".{path.name}."
+    prefix = temporary_prefix(path.name)
     for candidate in path.parent.glob(f"{glob.escape(prefix)}*{TEMP_SUFFIX}"):
-        try:
-            fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
+        fd = _open_leftover(candidate)
+        if fd is None:
             continue  # gone already, a link, or not ours to read
         try:
             if _try_lock(fd) and _is_same(candidate, fd):
@@ -228,6 +285,18 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
         finally:
             os.close(fd)
     return removed
+
+
+def _open_leftover(candidate: Path) -> int | None:
+    """A descriptor to lock ``candidate`` through: for writing where allowed (NFS emulates
+    ``flock`` with POSIX locks, whose exclusive kind needs one), else for reading."""
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    for access in (os.O_RDWR, os.O_RDONLY):
+        try:
+            return os.open(candidate, access | flags)
+        except OSError:
+            continue
+    return None
 
 
 def _fsync_directory(folder: Path) -> None:

@@ -274,6 +274,7 @@ def materialize(value: Any, *, whole: bool = False) -> Any:
     return _copy_graph(value, leaf)
 
 
+@memory_errors_as_limits("reading tensors")
 def _read_storages(spans: list[list[Any]]) -> dict[int, tuple[int, Array]]:
     """Each ``[storage, first, end]`` read, by ``id(storage)``: ``(first, elements)``.
 

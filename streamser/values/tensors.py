@@ -221,10 +221,17 @@ def _own_storage(array: Array, cls: TorchClass) -> TensorLayout:
     return TensorLayout(cls, array.shape, contiguous_strides(array.shape), 0, array, array)
 
 
+EXPAND_UP_TO = 64 << 20  # bytes up to which a copy of a broadcast is a plain, writable array
+
+
 def private_copy(array: Array) -> Array:
-    """A copy of ``array`` that owns its memory. A view that shows memory more than once keeps
-    its strides over a copy of just the memory it covers: copying a stride-0 broadcast of one
-    float to 2**40 elements copies one float, as :func:`_own_storage` writes one."""
+    """A copy of ``array`` that owns its memory: a plain writable copy (as ``np.array``), except
+    for a view that shows memory more than once and would take over ``EXPAND_UP_TO`` bytes
+    as one. That keeps its strides over a copy of just the memory it covers, read-only as
+    ``np.broadcast_to`` gives it: copying a stride-0 broadcast of one float to 2**40
+    elements copies one float, as :func:`_own_storage` writes one."""
+    if array.nbytes <= EXPAND_UP_TO:
+        return np.array(array)
     span = _span(array)
     if span is None or span >= array.size or not array.size:
         return np.array(array)
