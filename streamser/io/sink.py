@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 DEFAULT_TARGET = 1 << 20  # bytes gathered before a write to the target
 DIRECT_THRESHOLD = 1 << 16  # payloads at least this large bypass the buffer
-# Bytes per write() call to a file. Copying into the page cache was fastest and steadiest in
-# pieces of 0.5-2 MiB on the project's VM (Linux 6.18, ext4): 2 GiB of tensors written in 1 MiB
-# pieces took 0.63x the time of ``tofile`` (one call per array), in 16 MiB pieces 2.4x (medians
-# of 11 paired runs, each writer leading in turn, load 4 on 2 cores).
-WRITE_PIECE = 1 << 20
+# Bytes per write() call to a file. Measured with `python -m bench --cases checkpoint --size 1G`
+# (contenders alternating, quiet 2-core VM, Linux 6.18, ext4), a save to an open file against
+# `tofile` (paired median / best): pieces of 1 MiB 1.48x / 1.59x, 8 MiB 1.35x / 1.46x, whole
+# payloads 1.35x / 1.41x. Bigger calls help; 8 MiB keeps one call's uninterruptible copy short.
+WRITE_PIECE = 8 << 20
 
 
 class Sink:
