@@ -265,6 +265,7 @@ class FrameDecoder(BinaryDecoder):
         super().__init__(self._map, long_size, pos)
         self.size = source.size  # the mapping is at least one byte long
         self._filled: dict[int, int] = {}  # windows copied into the mapping: start -> end
+        self._starts: list[int] = []  # the keys of _filled, sorted: a window found by bisection
         self._hot_start = self._hot_end = 0  # the window the last read fell in
 
     def close(self) -> None:
@@ -288,19 +289,32 @@ class FrameDecoder(BinaryDecoder):
         lo, data = self.source.window(pos, end)
         hi = lo + len(data)
         self._map[lo:hi] = data
-        self._filled[lo] = hi
+        if lo not in self._filled:
+            bisect.insort(self._starts, lo)
+        self._filled[lo] = max(hi, self._filled.get(lo, hi))
         return lo, hi
 
     def _filled_at(self, pos: int) -> tuple[int, int] | None:
-        for lo, hi in self._filled.items():
-            if lo <= pos < hi:
-                return lo, hi
-        return None
+        """The filled window that starts last at or before ``pos``, if it holds ``pos``
+        (bisection: a long string over thousands of tiny frames must not cost a scan per
+        frame). Refilling a window that an earlier, longer one also covers is harmless."""
+        at = bisect.bisect_right(self._starts, pos) - 1
+        if at < 0:
+            return None
+        lo = self._starts[at]
+        hi = self._filled[lo]
+        return (lo, hi) if pos < hi else None
 
     def _release_before(self, pos: int) -> None:
-        stale = [(lo, hi) for lo, hi in self._filled.items() if hi <= pos]
+        starts, filled = self._starts, self._filled
+        stale = [
+            (lo, filled[lo])
+            for lo in starts[: bisect.bisect_left(starts, pos)]
+            if filled[lo] <= pos
+        ]
         for start, stop in stale:
             del self._filled[start]
+            del starts[bisect.bisect_left(starts, start)]
             first = -(-start // _PAGE) * _PAGE
             last = stop // _PAGE * _PAGE
             if last > first:
