@@ -192,3 +192,32 @@ def test_a_value_a_repeated_key_replaced_is_not_listed(
         assert loaded["dupAA"] == 7
         assert loaded["tabCC"].tolist() == [2.0] * 5
         assert _check_every_path(path) == ["keep", "tabCC"]
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_a_replaced_value_reached_again_later_is_listed_there(tmp_path: Path, pure: bool) -> None:
+    """The object a repeated key replaced, referenced again later, is listed at that later
+    place (its first place no longer holds it), with its subtree."""
+    shared = np.arange(3.0)
+    sub = LuaTable({"w": np.ones(2)})
+    value = LuaTable(
+        [("dupAA", shared), ("dupBB", 7), ("refCC", shared), ("tabXX", sub), ("tabYY", 1)]
+        + [("refZZ", sub)]
+    )
+    path = _opened(tmp_path, value)
+    path.write_bytes(path.read_bytes().replace(b"dupBB", b"dupAA").replace(b"tabYY", b"tabXX"))
+    with speedups.pure_python() if pure else nullcontext():
+        assert _check_every_path(path) == ["refCC", "refZZ.w"]
+        with streamser.open(path) as f:
+            rows = f.tensors()
+        assert rows[0].storage is not None  # the reader's storage index is kept
+
+
+def test_many_tables_as_keys_beside_a_repeated_key_stay_linear(tmp_path: Path) -> None:
+    """The rebuilt index visits each table once: thousands of tables used as keys."""
+    value = LuaTable([(LuaTable({"k": i}), i) for i in range(4000)])
+    value["dupAA"] = np.zeros(2)
+    value["dupBB"] = np.ones(2)
+    path = _opened(tmp_path, value)
+    path.write_bytes(path.read_bytes().replace(b"dupBB", b"dupAA"))
+    assert _check_every_path(path) == ["dupAA"]

@@ -24,7 +24,7 @@ from .. import speedups
 from ..io.arrays import Array, address_of, root_of
 from ..spec.format import element_of
 from ..values.lazy import LazyArray, LazyStorage
-from ..values.lua import LuaTable, Storage, _hash_key, gc_paused
+from ..values.lua import LuaFunction, LuaTable, Storage, TorchObject, gc_paused
 from ..values.tensors import class_for_array
 from .paths import UPVALUES, Entry, KeyOf, Part, format_part
 
@@ -105,37 +105,35 @@ class IndexRecorder:
         for column in (columns.owners, columns.spots, columns.values, columns.storage_of):
             del column[entries:]
 
-    def prune(self) -> None:
-        """Forget the notes of values a later entry of their table replaced.
+    def rebuild(self, root: Any) -> None:
+        """Note again, from the value ``root`` itself, what its graph holds, and where.
 
         A table that repeats a key keeps the last value, as Lua does when it reads it, so an
         earlier value under that key (a tensor, a table of tensors) is no longer where its note
-        says. Torch never writes such a table; a damaged or crafted file can. The reader calls
-        this only when a table came out with fewer entries than it announced. (A replaced value
-        that is also reached by a later reference is then not listed: its note was the first.)
+        says, and the same object reached again later, by a back-reference, was never noted
+        there. Torch never writes such a table; a damaged or crafted file can. The reader calls
+        this only when a table came out with fewer entries than it announced; the walk follows
+        the value in its tables' order, noting each container and tensor at its first place,
+        as the reader does, and keeps the storage indices the reader noted.
         """
-        columns = self.columns
-        kept: dict[int, int] = {-1: -1}  # old node -> new node
-        parents, places, containers = array("q"), list[Any](), list[Any]()
-        for node, (parent, place, container) in enumerate(
-            zip(columns.parents, columns.places, columns.containers, strict=True)
-        ):
-            if parent in kept and _still_there(columns, parent, place, container):
-                kept[node] = len(places)
-                parents.append(kept[parent])
-                places.append(place)
-                containers.append(container)
-        owners, spots, values, storage_of = array("q"), list[Any](), list[Any](), array("q")
-        for owner, spot, value, storage in zip(
-            columns.owners, columns.spots, columns.values, columns.storage_of, strict=True
-        ):
-            if owner in kept and _still_there(columns, owner, spot, value):
-                owners.append(kept[owner])
-                spots.append(spot)
-                values.append(value)
-                storage_of.append(storage)
-        self.columns = IndexColumns(parents, places, containers, owners, spots, values, storage_of)
-        self.storages = {id(value) for value in values if type(value) is Storage}
+        storage_of = {
+            id(value): storage
+            for value, storage in zip(self.columns.values, self.columns.storage_of, strict=True)
+        }
+        self.columns = IndexColumns(array("q"), [], [], array("q"), [], [], array("q"))
+        self.storages = set()
+        seen: set[int] = set()
+        pending: list[tuple[int, Any, Any]] = [(-1, ROOT, root)]
+        while pending:
+            node, place, value = pending.pop()
+            if id(value) in seen or not _may_hold(value):
+                continue
+            seen.add(id(value))
+            if _is_entry(value):
+                self.entry(node, place, value, storage_of.get(id(value), -1))
+                continue
+            inner = self.node(node, place, value)
+            pending.extend(reversed(_children(value, inner)))
 
     def extend(self, parents: bytes, owners: bytes, storage_of: bytes) -> None:
         """The integer columns of notes the compiled reader made (its lists it fills itself)."""
@@ -152,21 +150,32 @@ class IndexRecorder:
             yield node, place, value, None if storage < 0 else storage
 
 
-def _still_there(columns: IndexColumns, node: int, place: Any, child: Any) -> bool:
-    """Whether ``child`` still sits at ``place`` in node ``node`` (see :meth:`prune`)."""
-    if node < 0 or not (type(place) in _PLAIN_KEYS or place is AS_KEY or type(place) is not Place):
-        return True  # the root, a torch object's fields, upvalues, a payload: never replaced
-    table = columns.containers[node]
-    if not isinstance(table, LuaTable):
-        return True
-    entries = table._entries
-    if place is AS_KEY:
-        return any(key is child for key, _ in entries.values())
-    try:
-        found = entries.get(_hash_key(place))
-    except ValueError:
-        return False
-    return found is not None and found[1] is child
+def _is_entry(value: Any) -> bool:
+    return isinstance(value, (np.ndarray, LazyArray, Storage))
+
+
+def _may_hold(value: Any) -> bool:
+    """Whether ``value`` is a tensor or a container (strings and numbers are neither)."""
+    return not isinstance(value, (str, bytes, int, float, bool, type(None), np.generic))
+
+
+def _children(value: Any, node: int) -> list[tuple[int, Any, Any]]:
+    """(node, place, child) for what the reader reads inside ``value``, in its order."""
+    if type(value) is LuaTable:
+        found = []
+        for key, item in value.items():
+            found.append((node, AS_KEY, key))
+            found.append((node, key, item))
+        return found
+    if isinstance(value, TorchObject):
+        return [(node, FIELDS, value.fields)]
+    if isinstance(value, LuaFunction):
+        return [(node, IN_UPVALUES, value.upvalues)]
+    if isinstance(value, Mapping):  # a registered class's payload: keys and values
+        return [(node, IN_PAYLOAD, part) for pair in value.items() for part in pair]
+    if isinstance(value, (list, tuple)):
+        return [(node, IN_PAYLOAD, part) for part in value]
+    return []
 
 
 class TensorInfo(NamedTuple):

@@ -211,7 +211,7 @@ class GraphReader:
                     return value  # (the compiled loop hands over tables that repeat a key)
             value = self._read_graph()
             if self.replaced and self.index is not None:
-                self.index.prune()
+                self.index.rebuild(value)
             return value
 
     def _read_compiled(self, fast: Any) -> Any:
