@@ -200,10 +200,8 @@ def test_a_replaced_value_reached_again_later_is_listed_there(tmp_path: Path, pu
     place (its first place no longer holds it), with its subtree."""
     shared = np.arange(3.0)
     sub = LuaTable({"w": np.ones(2)})
-    value = LuaTable(
-        [("dupAA", shared), ("dupBB", 7), ("refCC", shared), ("tabXX", sub), ("tabYY", 1)]
-        + [("refZZ", sub)]
-    )
+    pairs = [("dupAA", shared), ("dupBB", 7), ("refCC", shared), ("tabXX", sub), ("tabYY", 1)]
+    value = LuaTable([*pairs, ("refZZ", sub)])
     path = _opened(tmp_path, value)
     path.write_bytes(path.read_bytes().replace(b"dupBB", b"dupAA").replace(b"tabYY", b"tabXX"))
     with speedups.pure_python() if pure else nullcontext():
