@@ -31,17 +31,24 @@ class Sink:
     """Buffers small writes for ``write`` (a function taking bytes-like objects).
 
     ``fd`` is the target's file descriptor when bytes may also be put there behind ``write``'s
-    back (an unbuffered file), which enables :meth:`copy_from_file`.
+    back (an unbuffered file), which enables :meth:`copy_from_file`. ``claim``, when given, is
+    told the size of every large payload just before it is written, so the file's blocks can
+    be claimed at once (see :mod:`streamser.io.preallocate`).
     """
 
-    __slots__ = ("_drained", "_fd", "_target", "_write", "buffer")
+    __slots__ = ("_claim", "_drained", "_fd", "_target", "_write", "buffer")
 
     def __init__(
-        self, write: Callable[[Any], object], target: int = DEFAULT_TARGET, fd: int | None = None
+        self,
+        write: Callable[[Any], object],
+        target: int = DEFAULT_TARGET,
+        fd: int | None = None,
+        claim: Callable[[int], None] | None = None,
     ) -> None:
         self._write = write
         self._target = target
         self._fd = fd
+        self._claim = claim
         self.buffer = bytearray()  # appended to by encoders; the same object for the sink's life
         self._drained = 0  # bytes handed to the target so far
 
@@ -71,6 +78,8 @@ class Sink:
             self.buffer += data
             return
         self.drain()
+        if self._claim is not None:
+            self._claim(data.nbytes)
         self._write(data)
         self._drained += data.nbytes
 
@@ -84,6 +93,8 @@ class Sink:
             return 0
         self.drain()
         copied = 0
+        if self._claim is not None:
+            self._claim(count)
         try:
             source = os.open(path, os.O_RDONLY)
         except OSError:

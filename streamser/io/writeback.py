@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,19 +21,13 @@ STEP = 32 << 20  # bytes written between two write-back requests
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-@cache
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
     import ctypes  # on first use: ``import streamser`` stays fast
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter links
-        function = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    result: Callable[[int, int, int, int], int] = function
-    return result
+    from .libc import libc_function
+
+    signature = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return libc_function("sync_file_range", signature, ctypes.c_int)
 
 
 def _sync_on_first_use(fd: int, start: int, count: int, flags: int) -> int:
