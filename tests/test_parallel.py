@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ PIECE = 1 << 16
 def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 4 * PIECE)
     monkeypatch.setattr(parallel, "_ALIGN", 4096)
+    monkeypatch.setattr(parallel, "PIECE_BYTES", PIECE + 100)  # rounded down to the alignment
 
 
 def _value() -> dict[str, Any]:
@@ -46,9 +48,32 @@ def test_ranges_cover_the_total_in_aligned_pieces() -> None:
             assert pieces[-1][1] == total
             assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))
             assert all(start % 4096 == 0 for start, _ in pieces)
-            assert len(pieces) <= threads
-            if total < 4 * PIECE:
+            if total < 4 * PIECE or threads == 1:
                 assert len(pieces) == 1
+            else:
+                assert all(end - start <= PIECE for start, end in pieces)
+
+
+def test_a_slow_thread_takes_fewer_pieces() -> None:
+    """Pieces go to whichever thread is free: here a pool thread stalls on its first piece
+    until the calling thread has done every other one, and the job still completes."""
+    caller = threading.get_ident()
+    total = 40 * PIECE
+    last_started = threading.Event()
+    done: dict[int, list[int]] = {}
+
+    def work(start: int, end: int) -> None:
+        if threading.get_ident() != caller:
+            assert last_started.wait(10), "the calling thread never reached the last piece"
+        elif end == total:
+            last_started.set()
+        done.setdefault(threading.get_ident(), []).append(start)
+
+    with deadline(20):
+        run_split(total, 4, work)
+    starts = sorted(start for pieces in done.values() for start in pieces)
+    assert starts == [start for start, _ in ranges(total, 4)]
+    assert len(done[caller]) >= len(starts) - 3  # each stalled pool thread held one piece
 
 
 def test_thread_counts_come_from_the_argument_or_the_environment(
