@@ -317,6 +317,35 @@ def test_save_starts_write_back_as_it_goes(tmp_path: Path, monkeypatch: pytest.M
     assert sum(count for _, count in calls) <= path.stat().st_size
 
 
+def test_write_back_covers_bytes_copied_in_the_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """np.memmap inputs reach the file by copy_file_range, past the file object's write():
+    write-back is still asked for them, from the file's position."""
+    import streamser.io.writeback
+
+    calls: list[tuple[int, int]] = []
+    real = streamser.io.writeback._sync_file_range
+    assert real is not None
+
+    def recording(fd: int, start: int, count: int, flags: int) -> int:
+        calls.append((start, count))
+        return real(fd, start, count, flags)
+
+    monkeypatch.setattr(streamser.io.writeback, "_sync_file_range", recording)
+    raw = tmp_path / "source.raw"
+    np.arange(10 << 20, dtype=np.float32).tofile(raw)  # 40 MiB
+    mapped = np.memmap(raw, np.float32, "r")
+    value = {"a": mapped[: 5 << 20], "b": mapped[5 << 20 :], "c": np.ones(3)}
+    path = tmp_path / "mapped.t7"
+    streamser.save(path, value)
+    assert path.read_bytes() == streamser.serialize(value)
+    assert calls, "the 40 MiB copied in the kernel were never handed to write-back"
+    assert calls[0][0] == 0
+    assert [start for start, _ in calls] == [0, *itertools.accumulate(c for _, c in calls)][:-1]
+    assert sum(count for _, count in calls) >= 32 << 20
+
+
 def test_save_with_swapped_arguments_says_so(tmp_path: Path) -> None:
     target = tmp_path / "model.t7"
     with pytest.raises(streamser.StreamserError, match=r"look swapped, it is streamser\.save"):
