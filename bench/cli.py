@@ -18,7 +18,7 @@ from . import chart, procmem
 from .cases import CASES, GROUPS, TORCH7_CPU_SECONDS, TORCH7_ELEMENTS, TORCH7_SOURCE, expand
 from .data import MIN_SIZE, Manifest, make_manifest
 from .imports import run_imports
-from .measure import Settings, run_case
+from .measure import Settings, lost_memory, run_case
 from .peers import CONTENDERS, Contender
 from .report import FOOTNOTES, Measurement, analyse, table, write_json
 from .session import ROOT
@@ -251,14 +251,18 @@ def check_space(args: argparse.Namespace, contenders: list[Contender]) -> str | 
 
 
 def busy_note(measurements: list[Measurement], max_wait: float) -> str:
-    """How busy the machine was: runs redone, and kept runs that still waited for a CPU."""
+    """How busy the machine was: runs redone, and kept runs that still waited for a CPU or
+    lost memory to the host."""
     timed = [run for m in measurements for run in m["runs"] if not run["warmup"] and "wait" in run]
-    redone = sum(len(run.get("disturbed_attempts", [])) for run in timed)
+    attempts = [a for run in timed for a in run.get("disturbed_attempts", [])]
+    lost = sum(1 for attempt in attempts if lost_memory(attempt))
     busy = sum(1 for run in timed if run["wait"] > max_wait * run["seconds"])
+    kept_lost = sum(1 for run in timed if lost_memory(run))
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     return (
-        f"{len(timed)} timed runs, {redone} redone for waiting more than {max_wait:.0%} of their "
-        f"time for a CPU, {busy} kept that still did (load average now {load})"
+        f"{len(timed)} timed runs, {len(attempts)} redone for waiting more than {max_wait:.0%} "
+        f"of their time for a CPU or losing memory to the host ({lost} lost memory); kept runs "
+        f"that still waited: {busy}, that still lost memory: {kept_lost} (load average now {load})"
     )
 
 

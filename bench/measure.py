@@ -14,7 +14,9 @@ its wall time (``--max-wait``) is run again at once, up to 3 times (``--retries`
 least disturbed attempt is kept (the others stay in the JSON). CPU-time cases are not redone
 (waiting does not count in CPU time), nor runs of 3 s or more (they meet the average load
 anyway, and redoing them would multiply a slow peer's cost). When 12 redone attempts in a row
-all waited too, the machine is busy for good, and the phase stops redoing runs.
+all waited too, the machine is busy for good, and the phase stops redoing runs. A run during
+which the host took back more than 32 MiB of the guest's free memory (``balloon``) is redone
+the same way: the memory it touched came back from the host, several times slower.
 
 Operations of a few milliseconds (a lazy open, an index, small records) are at the mercy of a
 neighbour's burst or of which vCPU they land on (times here are bimodal, e.g. 2.7 or 6.7 ms
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import balloon
 from .cases import CASES, Phase, plan
 from .data import Manifest
 from .keeper import Keeper
@@ -185,13 +188,14 @@ class Redo:
         self.streak, self.gave_up = 0, False
 
     def disturbed(self, m: Measurement, run: dict[str, Any]) -> bool:
-        """Did a timed wall-clock run wait for a CPU more than ``max_wait`` of its time? (Runs
-        of ``REDO_BELOW`` seconds or more are never redone: they meet the average load.)"""
+        """Did a timed wall-clock run wait for a CPU more than ``max_wait`` of its time, or
+        lose memory to the host (:mod:`bench.balloon`) while it ran? (Runs of ``REDO_BELOW``
+        seconds or more are never redone: they meet the average load.)"""
         if run.get("warmup", True) or "error" in run or m["clock"] == "cpu":
             return False
         if run["seconds"] >= REDO_BELOW:
             return False
-        return bool(run["wait"] > self.max_wait * run["seconds"])
+        return bool(run["wait"] > self.max_wait * run["seconds"] or lost_memory(run))
 
     def again(self, m: Measurement, run: dict[str, Any], attempts: int) -> bool:
         """Time the run again, after ``attempts`` attempts of which ``run`` is the last?"""
@@ -268,12 +272,26 @@ class Alternation:
         if failed:
             return failed[0]
         kept, samples = min(
-            attempts, key=lambda attempt: attempt[0]["wait"] / attempt[0]["seconds"]
+            attempts,
+            key=lambda attempt: (
+                lost_memory(attempt[0]),
+                attempt[0]["wait"] / attempt[0]["seconds"],
+            ),
         )
         if "check" in attempts[0][0]:
             kept["check"] = attempts[0][0]["check"]
         kept["disturbed_attempts"] = [_attempt(r) for r, _ in attempts if r is not kept]
         return kept, samples
+
+
+def _disturbance(run: dict[str, Any]) -> tuple[bool, float]:
+    """How disturbed an attempt was, for keeping the least: memory lost, then CPU waited."""
+    return lost_memory(run), run["wait"] / run["seconds"]
+
+
+def lost_memory(run: dict[str, Any]) -> bool:
+    """Did the host take back more than :data:`bench.balloon.LIMIT` bytes during the run?"""
+    return bool(run.get("returned", 0) > balloon.LIMIT)
 
 
 def batch_size(rows: list[Measurement]) -> int:
@@ -291,7 +309,7 @@ def _clock(m: Measurement, run: dict[str, Any]) -> float:
 
 
 def _attempt(run: dict[str, Any]) -> dict[str, Any]:
-    return {key: run[key] for key in ("seconds", "cpu", "wait", "start", "end")}
+    return {key: run.get(key, 0) for key in ("seconds", "cpu", "wait", "returned", "start", "end")}
 
 
 def _wants_run(m: Measurement, warmup: bool, spent: float, settings: Settings) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from . import balloon
 from .cases import CASES, OPS
 from .stats import best_ratio, paired_median
 from .units import format_bytes, format_rate, format_seconds
@@ -39,8 +40,8 @@ best: the best of n timed runs (wall time; CPU time of the process for ascii). T
   each run after the same untimed preparation: sync, input touched, scratch memory written.
 ratios: "1.02x (1.01x)" is best over best, then (in brackets) the median over the repetitions
   of the paired ratio: this run over the reference's run in the same repetition, taken over
-  the repetitions in which neither run waited for a CPU more than --max-wait of its time
-  ("1.01x*": fewer than 3 such repetitions, so over all of them).
+  the repetitions in which neither run waited for a CPU more than --max-wait of its time nor
+  lost memory to the host ("1.01x*": fewer than 3 such repetitions, so over all of them).
 vs ref: against the case's reference (in its heading): for tensor data the physical limit with
   the same durability ('streamser (fsync)' and 'tofile+fsync' fsync, nothing else does).
 vs memcpy: against copying the same bytes from memory to memory. vs peer: against the peer
@@ -48,7 +49,9 @@ vs memcpy: against copying the same bytes from memory to memory. vs peer: agains
   (peers never fsync: set them against 'streamser fileobj').
 wait: the median share of a run's wall time its process waited for a CPU (another process
   had it). A run that waited more than --max-wait is redone, up to --retries times, and the
-  least disturbed attempt kept: with the machine quiet, this column reads 0%.
+  least disturbed attempt kept: with the machine quiet, this column reads 0%. So is a run during
+  which the host took back more than 32 MiB of the VM's free memory (virtio-balloon page
+  reporting): what it touched came back from the host several times slower.
 speed: data bytes (GB = 10^9 B) or records per second; for lazy, the touched tensor's bytes
   over the time to open the file and sum that tensor.
 RSS rise, anon rise: how far the worker's RSS (mapped file pages included) and its anonymous
@@ -81,7 +84,10 @@ def summarise(m: Measurement, max_wait: float = 0.05) -> None:
     waits = {run["repetition"]: _waited(run) for run in timed}
     m["wait"] = statistics.median(waits.values()) if waits else None
     cpu_clock = m.get("clock") == "cpu"  # waiting does not count in CPU time
-    m["quiet"] = [rep for rep, wait in waits.items() if cpu_clock or wait <= max_wait]
+    lost = {run["repetition"] for run in timed if run.get("returned", 0) > balloon.LIMIT}
+    m["quiet"] = [
+        rep for rep, wait in waits.items() if cpu_clock or (wait <= max_wait and rep not in lost)
+    ]
     m["redone"] = sum(len(run.get("disturbed_attempts", [])) for run in timed)
     rises = [run["d_anon"] for run in timed if run.get("d_anon") is not None]
     m["d_rss"] = max((run["d_rss"] for run in timed if run.get("d_rss") is not None), default=None)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import procmem, sched, warm
+from . import balloon, procmem, sched, warm
 from .data import (
     Manifest,
     index_digest,
@@ -87,23 +87,26 @@ def _delta(after: dict[str, int] | None, before: dict[str, int] | None) -> dict[
 
 @dataclass(frozen=True)
 class Timing:
-    """One timing: wall and CPU seconds, seconds spent waiting for a CPU, and the window on
-    the system-wide monotonic clock."""
+    """One timing: wall and CPU seconds, seconds spent waiting for a CPU, bytes the guest
+    handed back to its host meanwhile (``balloon``), and the window on the system-wide
+    monotonic clock."""
 
     wall: float
     cpu: float
     wait: float
     start: float
     end: float
+    returned: int = 0
 
 
 def time_once(operation: Callable[[], Any]) -> tuple[Timing, Any]:
     """Run ``operation`` once, timed; its result."""
-    queued = sched.waited()
+    queued, given = sched.waited(), balloon.returned()
     cpu_start, start = time.process_time(), time.monotonic()
     result = operation()
     end, cpu_end = time.monotonic(), time.process_time()
-    return Timing(end - start, cpu_end - cpu_start, sched.waited() - queued, start, end), result
+    waited, returned = sched.waited() - queued, balloon.returned() - given
+    return Timing(end - start, cpu_end - cpu_start, waited, start, end, returned), result
 
 
 def summary(timings: list[Timing], before: procmem.Memory, after: procmem.Memory) -> dict[str, Any]:
@@ -115,6 +118,7 @@ def summary(timings: list[Timing], before: procmem.Memory, after: procmem.Memory
         "seconds": best.wall,
         "cpu": min(timing.cpu for timing in timings),
         "wait": best.wait,
+        "returned": best.returned,
         "batch": [timing.wall for timing in timings],
         "cpu_batch": [timing.cpu for timing in timings],
         "wait_batch": [timing.wait for timing in timings],

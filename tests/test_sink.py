@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import streamser
+from streamser.io import sink as sink_module
 from streamser.io.sink import DIRECT_THRESHOLD, WRITE_PIECE, Sink, raw_fd, writer_for
 
 
@@ -96,14 +97,19 @@ class Recording(io.FileIO):
 
 
 @pytest.mark.parametrize("buffered", [False, True])
-def test_files_get_big_payloads_in_pieces(tmp_path: Path, buffered: bool) -> None:
-    value = {"w": np.arange(3 * WRITE_PIECE // 4 + 5, dtype=np.float32)}  # three pieces and more
+def test_files_get_big_payloads_in_pieces(
+    tmp_path: Path, buffered: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    piece = 1 << 20
+    monkeypatch.setattr(sink_module, "WRITE_PIECE", piece)  # the real size is 64 MiB
+    value = {"w": np.arange(3 * piece // 4 + 5, dtype=np.float32)}  # three pieces and more
     raw = Recording(tmp_path / "out.t7", "wb")
     raw.sizes = []
     target: Any = io.BufferedWriter(raw) if buffered else raw
     with target:
         streamser.save(target, value)
-    assert max(raw.sizes) <= WRITE_PIECE
+    assert max(raw.sizes) <= piece
+    assert sum(size == piece for size in raw.sizes) == 3
     assert (tmp_path / "out.t7").read_bytes() == streamser.serialize(value)
 
 

@@ -221,16 +221,16 @@ class BinaryEncoder:
         :class:`ChunkSource` (a lazily read storage) is read and written a chunk at a time."""
         dtype = element.file_dtype(self.long_size)
         if isinstance(data, np.ndarray) and data.dtype == dtype and data.flags.c_contiguous:
-            if data.nbytes < CHUNK_BYTES:
-                self.sink.write_large(byte_view(data))  # the common small case: no chunking
+            region = file_region(data) if data.nbytes >= CHUNK_BYTES else None
+            if region is None:  # as it is, in one piece: the sink cuts it for its target
+                self.sink.write_large(byte_view(data))
                 return
-            region = file_region(data)
-            if region is not None:  # file to file in the kernel, never through our memory
-                copied = self.sink.copy_from_file(region[0], region[1], data.nbytes)
-                rest = byte_view(data)[copied:]  # resume at the byte, even inside an element
-                for start in range(0, rest.nbytes, CHUNK_BYTES):
-                    self.sink.write_large(rest[start : start + CHUNK_BYTES])
-                return
+            # np.memmap of a file: file to file in the kernel, never through our memory
+            copied = self.sink.copy_from_file(region[0], region[1], data.nbytes)
+            rest = byte_view(data)[copied:]  # resume at the byte, even inside an element
+            if rest.nbytes:
+                self.sink.write_large(rest)
+            return
         for chunk in iter_chunks(data, CHUNK_BYTES):
             if chunk.dtype != dtype:  # byte order, a cast, or b32 Longs keeping their low 32 bits
                 chunk = convert_chunk(chunk, dtype)
