@@ -20,9 +20,9 @@ the same way: the memory it touched came back from the host, several times slowe
 
 Operations of a few milliseconds (a lazy open, an index, small records) are at the mercy of a
 neighbour's burst or of which vCPU they land on (times here are bimodal, e.g. 2.7 or 6.7 ms
-for the same mapped sum). So when the fastest contender of a phase took less than 25 ms in the
+for the same mapped sum). So when the fastest contender of a phase took less than 50 ms in the
 warm-up, each run times the operation several times back to back (the same number for every
-contender of the phase, at most 10) and the best of that batch is the run's time.
+contender of the phase, at most 20) and the best of that batch is the run's time.
 
 Each run's memory comes from the parent's samples inside the run's window, the worker's own
 readings just before and after it, and the kernel's high-water mark: ``d_rss`` and ``d_anon``
@@ -48,8 +48,8 @@ from .units import format_seconds
 from .worker import remove
 
 Measurement = dict[str, Any]
-BATCH_SECONDS = 0.025  # operations faster than this are timed several times per run
-MAX_BATCH = 10
+BATCH_SECONDS = 0.05  # operations faster than this are timed several times per run
+MAX_BATCH = 20
 REDO_BELOW = 3.0  # seconds: longer runs are not redone for having waited for a CPU
 GIVE_UP = 12  # redone attempts in a row that waited too: the machine is busy, stop redoing
 
