@@ -9,9 +9,10 @@ thread costs more than it saves there.
 
 Saves are not split: Linux serialises buffered writes to one file (ext4, xfs, btrfs and tmpfs
 all hold the inode's lock across the copy into the page cache), so ranges written by two threads
-take turns. Measured here (2 GiB, 20 tensors, to an open file, alternating with ``tofile``):
-two threads writing ranges with ``pwritev`` took 2.1x ``tofile`` (median of paired ratios), one
-thread 1.26x, on a machine loaded at 4 on 2 cores; the second thread's write finishes one whole
+take turns. Measured here (2 GiB, 20 tensors, to an open file, alternating with ``tofile``,
+before saves claimed their blocks: :mod:`streamser.io.preallocate`): two threads writing ranges
+with ``pwritev`` took 2.1x ``tofile`` (median of paired ratios), one thread 1.26x, on a machine
+loaded at 4 on 2 cores; the second thread's write finishes one whole
 write-time after the first's, and a shared mapping written by two threads (no inode lock) is
 slower still (1.35x ``write``, a fault per page).
 
