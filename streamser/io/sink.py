@@ -93,12 +93,12 @@ class Sink:
             return 0
         self.drain()
         copied = 0
-        if self._claim is not None:
-            self._claim(count)
         try:
             source = os.open(path, os.O_RDONLY)
         except OSError:
             return 0
+        if self._claim is not None:
+            self._claim(count)
         try:
             while copied < count:
                 step = os.copy_file_range(source, self._fd, count - copied, offset + copied)
