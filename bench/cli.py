@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import chart, procmem
+from . import chart, procmem, sched
 from .cases import CASES, GROUPS, TORCH7_CPU_SECONDS, TORCH7_ELEMENTS, TORCH7_SOURCE, expand
 from .data import MIN_SIZE, Manifest, make_manifest
 from .imports import run_imports
@@ -256,7 +256,7 @@ def busy_note(measurements: list[Measurement], max_wait: float) -> str:
     timed = [run for m in measurements for run in m["runs"] if not run["warmup"] and "wait" in run]
     attempts = [a for run in timed for a in run.get("disturbed_attempts", [])]
     lost = sum(1 for attempt in attempts if lost_memory(attempt))
-    busy = sum(1 for run in timed if run["wait"] > max_wait * run["seconds"])
+    busy = sum(1 for run in timed if sched.wait_share(run) > max_wait)
     kept_lost = sum(1 for run in timed if lost_memory(run))
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     return (

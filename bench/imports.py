@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from . import procmem
+from . import procmem, sched
 from .report import Measurement
 from .sched import waited_process
 from .session import ROOT
@@ -54,9 +54,9 @@ def timed_run(code: str, max_wait: float, retries: int) -> dict[str, Any]:
     """``time_process``, redone while the process waited for a CPU more than ``max_wait`` of
     its time (at most ``retries`` times); the least disturbed attempt, with the others."""
     attempts = [time_process(code)]
-    while attempts[-1]["wait"] > max_wait * attempts[-1]["seconds"] and len(attempts) <= retries:
+    while sched.wait_share(attempts[-1]) > max_wait and len(attempts) <= retries:
         attempts.append(time_process(code))
-    kept = min(attempts, key=lambda run: run["wait"] / run["seconds"])
+    kept = min(attempts, key=sched.wait_share)
     kept["disturbed_attempts"] = [run for run in attempts if run is not kept]
     return kept
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import balloon
+from . import balloon, sched
 from .cases import CASES, Phase, plan
 from .data import Manifest
 from .keeper import Keeper
@@ -174,6 +174,8 @@ class Redo:
     (True, False)
     >>> redo.again({"clock": "cpu"}, run, 1), redo.again(m, {**run, "seconds": 5.0}, 1)
     (False, False)
+    >>> redo.again(m, {**run, "wait": 0.0, "returned": 100 << 20}, 1)  # the host took memory
+    True
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -195,7 +197,7 @@ class Redo:
             return False
         if run["seconds"] >= REDO_BELOW:
             return False
-        return bool(run["wait"] > self.max_wait * run["seconds"] or lost_memory(run))
+        return bool(sched.wait_share(run) > self.max_wait or lost_memory(run))
 
     def again(self, m: Measurement, run: dict[str, Any], attempts: int) -> bool:
         """Time the run again, after ``attempts`` attempts of which ``run`` is the last?"""
@@ -271,13 +273,7 @@ class Alternation:
         failed = [attempt for attempt in attempts if "error" in attempt[0]]
         if failed:
             return failed[0]
-        kept, samples = min(
-            attempts,
-            key=lambda attempt: (
-                lost_memory(attempt[0]),
-                attempt[0]["wait"] / attempt[0]["seconds"],
-            ),
-        )
+        kept, samples = min(attempts, key=lambda attempt: _disturbance(attempt[0]))
         if "check" in attempts[0][0]:
             kept["check"] = attempts[0][0]["check"]
         kept["disturbed_attempts"] = [_attempt(r) for r, _ in attempts if r is not kept]
@@ -286,7 +282,7 @@ class Alternation:
 
 def _disturbance(run: dict[str, Any]) -> tuple[bool, float]:
     """How disturbed an attempt was, for keeping the least: memory lost, then CPU waited."""
-    return lost_memory(run), run["wait"] / run["seconds"]
+    return lost_memory(run), sched.wait_share(run)
 
 
 def lost_memory(run: dict[str, Any]) -> bool:

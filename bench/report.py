@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import balloon
+from . import balloon, sched
 from .cases import CASES, OPS
 from .stats import best_ratio, paired_median
 from .units import format_bytes, format_rate, format_seconds
@@ -98,9 +98,8 @@ def summarise(m: Measurement, max_wait: float = 0.05) -> None:
 
 
 def _waited(run: dict[str, Any]) -> float:
-    """The share of a run's wall time its process waited for a CPU."""
-    seconds = run.get("seconds") or 0
-    return float(run.get("wait", 0.0)) / seconds if seconds > 0 else 0.0
+    """The share of a run's time its threads waited for a CPU (:func:`bench.sched.wait_share`)."""
+    return sched.wait_share(run)
 
 
 def _times(m: Measurement) -> dict[int, float]:

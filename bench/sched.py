@@ -11,6 +11,7 @@ Where the files do not exist (other systems, kernels without sched_info) the wai
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
 def waited(pid: int | None = None) -> float:
@@ -39,3 +40,22 @@ def waited_process(pid: int) -> float:
             return int(stats.read().split()[1]) / 1e9
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def wait_share(run: dict[str, Any]) -> float:
+    """The share of a run's time its threads spent waiting for a CPU: its wait over the time
+    they were runnable (CPU time plus wait), or over the wall time when that is longer.
+
+    For one thread this is the wait over the wall time. A run on two threads is runnable for
+    up to twice its wall time, and the harness's own sampler preempts one of them now and
+    then; over the wall time alone, such a run would look disturbed when it is not.
+
+    >>> wait_share({"seconds": 0.1, "cpu": 0.09, "wait": 0.01})  # one thread: over the wall
+    0.1
+    >>> round(wait_share({"seconds": 0.1, "cpu": 0.19, "wait": 0.01}), 3)  # two threads
+    0.05
+    """
+    seconds = float(run.get("seconds") or 0.0)
+    wait = float(run.get("wait") or 0.0)
+    runnable = max(seconds, float(run.get("cpu") or 0.0) + wait)
+    return wait / runnable if runnable > 0 else 0.0
