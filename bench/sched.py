@@ -50,7 +50,7 @@ def wait_share(run: dict[str, Any]) -> float:
     up to twice its wall time, and the harness's own sampler preempts one of them now and
     then; over the wall time alone, such a run would look disturbed when it is not.
 
-    >>> wait_share({"seconds": 0.1, "cpu": 0.09, "wait": 0.01})  # one thread: over the wall
+    >>> round(wait_share({"seconds": 0.1, "cpu": 0.09, "wait": 0.01}), 3)  # one thread: wall
     0.1
     >>> round(wait_share({"seconds": 0.1, "cpu": 0.19, "wait": 0.01}), 3)  # two threads
     0.05
