@@ -87,7 +87,10 @@ def _in_memory(fd: int) -> bool:
 
     from .libc import libc_function
 
-    fstatfs = libc_function("fstatfs64", (ctypes.c_int, ctypes.c_void_p), ctypes.c_int)
+    signature = (ctypes.c_int, ctypes.c_void_p)
+    fstatfs = libc_function("fstatfs64", signature, ctypes.c_int)  # glibc
+    if fstatfs is None and sys.maxsize > 2**32:  # musl: fstatfs is the 64-bit one
+        fstatfs = libc_function("fstatfs", signature, ctypes.c_int)
     if fstatfs is None:
         return False
     result = ctypes.create_string_buffer(256)  # struct statfs64 is 120 bytes on 64-bit Linux
