@@ -14,6 +14,8 @@ count reads 0 and no run is ever marked.
 
 from __future__ import annotations
 
+from typing import Any
+
 COUNTER = "/sys/module/page_reporting/parameters/reported_kib"
 LIMIT = 32 << 20  # bytes returned during a run beyond which the run counts as disturbed
 
@@ -25,3 +27,12 @@ def returned() -> int:
             return int(counter.read()) * 1024
     except (OSError, ValueError):
         return 0
+
+
+def lost_memory(run: dict[str, Any]) -> bool:
+    """Did the host take back more than :data:`LIMIT` bytes while ``run`` was timed?
+
+    >>> lost_memory({"returned": LIMIT + 1}), lost_memory({"returned": LIMIT}), lost_memory({})
+    (True, False, False)
+    """
+    return bool(run.get("returned", 0) > LIMIT)

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from . import chart, procmem, sched
+from .balloon import lost_memory
 from .cases import CASES, GROUPS, TORCH7_CPU_SECONDS, TORCH7_ELEMENTS, TORCH7_SOURCE, expand
 from .data import MIN_SIZE, Manifest, make_manifest
 from .imports import run_imports
-from .measure import Settings, lost_memory, run_case
+from .measure import Settings, run_case
 from .peers import CONTENDERS, Contender
 from .report import FOOTNOTES, Measurement, analyse, table, write_json
 from .session import ROOT

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import balloon, sched
+from . import sched
+from .balloon import lost_memory
 from .cases import CASES, Phase, plan
 from .data import Manifest
 from .keeper import Keeper
@@ -283,11 +284,6 @@ class Alternation:
 def _disturbance(run: dict[str, Any]) -> tuple[bool, float]:
     """How disturbed an attempt was, for keeping the least: memory lost, then CPU waited."""
     return lost_memory(run), sched.wait_share(run)
-
-
-def lost_memory(run: dict[str, Any]) -> bool:
-    """Did the host take back more than :data:`bench.balloon.LIMIT` bytes during the run?"""
-    return bool(run.get("returned", 0) > balloon.LIMIT)
 
 
 def batch_size(rows: list[Measurement]) -> int:

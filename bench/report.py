@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import balloon, sched
+from . import sched
+from .balloon import lost_memory
 from .cases import CASES, OPS
 from .stats import best_ratio, paired_median
 from .units import format_bytes, format_rate, format_seconds
@@ -84,7 +85,7 @@ def summarise(m: Measurement, max_wait: float = 0.05) -> None:
     waits = {run["repetition"]: _waited(run) for run in timed}
     m["wait"] = statistics.median(waits.values()) if waits else None
     cpu_clock = m.get("clock") == "cpu"  # waiting does not count in CPU time
-    lost = {run["repetition"] for run in timed if run.get("returned", 0) > balloon.LIMIT}
+    lost = {run["repetition"] for run in timed if lost_memory(run)}
     m["quiet"] = [
         rep for rep, wait in waits.items() if cpu_clock or (wait <= max_wait and rep not in lost)
     ]

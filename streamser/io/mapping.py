@@ -119,13 +119,10 @@ def _madvise_function() -> Any:
     """libc's ``madvise`` through ctypes (which releases the GIL), or None."""
     import ctypes  # on first use: ``import streamser`` stays fast
 
-    try:
-        function = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    function.restype = ctypes.c_int
-    return function
+    from .libc import libc_function
+
+    signature = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc_function("madvise", signature, ctypes.c_int)
 
 
 def _pread_into(fd: int, view: memoryview, offset: int) -> int:

@@ -12,9 +12,9 @@ all hold the inode's lock across the copy into the page cache), so ranges writte
 take turns. Measured here (2 GiB, 20 tensors, to an open file, alternating with ``tofile``,
 before saves claimed their blocks: :mod:`streamser.io.preallocate`): two threads writing ranges
 with ``pwritev`` took 2.1x ``tofile`` (median of paired ratios), one thread 1.26x, on a machine
-loaded at 4 on 2 cores; the second thread's write finishes one whole
-write-time after the first's, and a shared mapping written by two threads (no inode lock) is
-slower still (1.35x ``write``, a fault per page).
+loaded at 4 on 2 cores; the second thread's write finishes one whole write-time after the
+first's, and a shared mapping written by two threads (no inode lock) is slower still (1.35x
+``write``, a fault per page).
 
 How many threads: the ``threads=`` argument of ``load`` (1 turns this off), else the
 ``STREAMSER_THREADS`` environment variable, else ``min(4, os.cpu_count())``. The pool is created
