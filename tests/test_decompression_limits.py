@@ -17,6 +17,7 @@ import pytest
 import zstandard
 
 import streamser
+from streamser import speedups
 from streamser.io.compression import decompress, read_seek_table, seek_table
 from streamser.spec import limits
 from streamser.spec.limits import MIN_DECOMPRESSED, Limits, default_max_decompressed
@@ -221,10 +222,14 @@ def test_running_out_of_address_space_is_a_limit_error() -> None:
             streamser.deserialize(bomb, max_decompressed=1 << 40)
         except streamser.LimitError as exc:
             print("LimitError:", exc)
+            print(exc.offset == 0, len(bomb))
         """,
         address_space=768 * MiB,
     )
     assert out.startswith("LimitError: out of memory while decompressing"), out
+    # one frame: the error points at it (byte 0), as every FormatError gives a position
+    assert "(at byte 0)" in out, out
+    assert out.split()[-2] == "True", out
 
 
 def test_memory_errors_while_reading_are_limit_errors(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -234,8 +239,30 @@ def test_memory_errors_while_reading_are_limit_errors(monkeypatch: pytest.Monkey
         raise MemoryError
 
     monkeypatch.setattr(reader.GraphReader, "read_object", no_memory)
-    with pytest.raises(streamser.LimitError, match="out of memory"):
+    with pytest.raises(streamser.LimitError, match="out of memory") as caught:
         streamser.deserialize(streamser.serialize([1, 2]))
+    assert caught.value.offset == 0  # where the reader stood
+
+
+def test_memory_errors_name_the_offset_of_what_was_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MemoryError half way through a value points at the bytes being read then: here the
+    storage whose elements could not be had, after the records before it."""
+    from streamser.codecs.binary import BinaryDecoder
+
+    data = streamser.serialize({"a": np.arange(3.0), "b": np.arange(100_000.0)})
+    storage_at = data.index(np.arange(100_000.0).tobytes())
+    original = BinaryDecoder.read_array
+
+    def refusing(self: BinaryDecoder, element: object, count: int) -> object:
+        if count == 100_000:
+            raise MemoryError
+        return original(self, element, count)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BinaryDecoder, "read_array", refusing)
+    with speedups.pure_python(), pytest.raises(streamser.LimitError, match="out of m") as caught:
+        streamser.deserialize(data)
+    assert caught.value.offset == storage_at
+    assert f"(at byte {storage_at})" in str(caught.value)
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux only")

@@ -181,8 +181,9 @@ def test_memory_errors_in_open_and_lazy_reads_are_limit_errors(
 
         with monkeypatch.context() as patch:
             patch.setattr(FrameSource, "read_into", no_memory)
-            with pytest.raises(streamser.LimitError, match="out of memory"):
+            with pytest.raises(streamser.LimitError, match="out of memory") as caught:
                 np.asarray(handle["w"])
+            assert caught.value.offset == handle.tensors()[0].offset  # where its bytes start
         assert np.asarray(handle["w"]).sum() == 499500.0
     monkeypatch.setattr(reader.GraphReader, "read_object", no_memory)
     with pytest.raises(streamser.LimitError, match="out of memory"):

@@ -26,7 +26,7 @@ from ..io.ranged import ByteSource, RangedSource
 from ..io.seekable import FrameDecoder, FrameSource, seek_table_of
 from ..spec.detect import refuse_foreign, sniff_ascii
 from ..spec.format import FORMATS, Format, get_format
-from ..spec.limits import Limits, memory_errors_as_limits
+from ..spec.limits import Limits, memory_errors_as_limits, out_of_memory
 from .index import IndexRecorder
 from .reader import GraphReader
 
@@ -178,7 +178,10 @@ def read_value(
         reader = GraphReader(
             decoder, referenced=referenced, limits=limits, index=index, keep_objects=False
         )
-        return reader.read_object(), index
+        try:
+            return reader.read_object(), index
+        except MemoryError:  # where the reader was: the value it was reading asked too much
+            raise out_of_memory("reading the input", decoder.pos) from None
 
     fmt = get_format(format) if format is not None else None
     mapped = parsing(stream.buffer) if isinstance(stream, Plain) else nullcontext()

@@ -198,15 +198,23 @@ def decompress(buffer: Any, *, max_size: int | None = None) -> Any:
             raise FormatError(f"seek table claims a frame over {MAX_FRAME_SIZE:,} bytes", 0)
     ceiling = limit if entries is None else declared
     # The first reservation follows the input, not a claim; growing costs no copies.
-    out = GrowingBuffer(max(1 << 16, 4 * view.nbytes), ceiling)
     try:
-        if entries is None:
-            _plain_frames(view, out, limit)
-        else:
-            _seekable_frames(view, entries, out)
+        out = GrowingBuffer(max(1 << 16, 4 * view.nbytes), ceiling)
     except OutOfMemory:
-        raise out_of_memory(f"decompressing (after {out.size:,} bytes)") from None
-    return out.result()
+        raise out_of_memory("reserving memory to decompress into", 0) from None
+    if entries is None:
+        _plain_frames(view, out, limit)
+    else:
+        _seekable_frames(view, entries, out)
+    try:
+        return out.result()
+    except (OutOfMemory, MemoryError):  # a copy where the mapping cannot shrink in place
+        raise _no_memory(out, view.nbytes) from None
+
+
+def _no_memory(out: GrowingBuffer, at: int) -> LimitError:
+    """The error for a buffer that could not grow while the frame at byte ``at`` was read."""
+    return out_of_memory(f"decompressing (after {out.size:,} bytes)", at)
 
 
 def _plain_frames(view: memoryview, out: GrowingBuffer, limit: int) -> None:
@@ -221,6 +229,8 @@ def _plain_frames(view: memoryview, out: GrowingBuffer, limit: int) -> None:
             _decompress_frame(view, pos, end, out, limit - out.size)
         except Overflow:
             raise _too_big(out.size + 1, limit) from None
+        except OutOfMemory:
+            raise _no_memory(out, pos) from None
         pos = end
 
 
@@ -236,6 +246,8 @@ def _seekable_frames(view: memoryview, entries: list[tuple[int, int]], out: Grow
             raise FormatError(
                 f"zstd frame holds more than the seek table's {size:,} bytes", pos
             ) from None
+        except OutOfMemory:
+            raise _no_memory(out, pos) from None
         if got != size:
             raise FormatError(f"zstd frame holds {got:,} bytes, the seek table {size:,}", pos)
         pos += packed

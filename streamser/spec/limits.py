@@ -189,9 +189,10 @@ def out_of_memory(what: str, at: int | None = None) -> LimitError:
 
 
 @contextmanager
-def memory_errors_as_limits(what: str) -> Iterator[None]:
-    """Turn a ``MemoryError`` inside the block into a :class:`LimitError` saying so."""
+def memory_errors_as_limits(what: str, at: int | None = None) -> Iterator[None]:
+    """Turn a ``MemoryError`` inside the block into a :class:`LimitError` saying so, at byte
+    ``at`` of the input when the block knows where it reads."""
     try:
         yield
     except MemoryError:
-        raise out_of_memory(what) from None
+        raise out_of_memory(what, at) from None

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import FormatError
 from ..io.arrays import byte_view
 from ..spec.format import CLASSES
-from ..spec.limits import memory_errors_as_limits
+from ..spec.limits import memory_errors_as_limits, out_of_memory
 from .lua import LuaFunction, LuaTable, Storage, TorchObject, remember_class, remembered_class
 from .tensors import check_extent, tensor_view
 
@@ -57,14 +57,14 @@ class LazyStorage:
     def nbytes(self) -> int:
         return self.count * self.file_dtype.itemsize
 
-    @memory_errors_as_limits("reading a tensor")
     def read(self, first: int = 0, end: int | None = None) -> Array:
         """Elements ``first:end`` as a new array (only their frames are decompressed, only
         their bytes fetched: a big read as parallel range requests)."""
         end = self.count if end is None else end
-        array = np.empty(end - first, dtype=self.file_dtype)
-        self.source.read_into(self.offset_of(first), byte_view(array))
-        return self.loaded(array)
+        with memory_errors_as_limits("reading a tensor", self.offset_of(first)):
+            array = np.empty(end - first, dtype=self.file_dtype)
+            self.source.read_into(self.offset_of(first), byte_view(array))
+            return self.loaded(array)
 
     def offset_of(self, element: int) -> int:
         """Byte position of element ``element`` in the source."""
@@ -274,32 +274,39 @@ def materialize(value: Any, *, whole: bool = False) -> Any:
     return _copy_graph(value, leaf)
 
 
-@memory_errors_as_limits("reading tensors")
 def _read_storages(spans: list[list[Any]]) -> dict[int, tuple[int, Array]]:
     """Each ``[storage, first, end]`` read, by ``id(storage)``: ``(first, elements)``.
 
     The reads of one source go out together: a file read by range coalesces neighbours into
     one request and runs the requests in parallel (``read_spans``); other sources read one
     storage after another. A CUDA class remembered for a storage carries over to its array.
+    Running out of memory is a :class:`~streamser.errors.LimitError` at the storage it struck.
     """
-    arrays = {
-        id(s): (s, first, np.empty(end - first, dtype=s.file_dtype)) for s, first, end in spans
-    }
-    by_source: dict[int, tuple[Any, list[tuple[int, memoryview]]]] = {}
-    for storage, first, array in arrays.values():
-        request = (storage.offset_of(first), byte_view(array))
-        by_source.setdefault(id(storage.source), (storage.source, []))[1].append(request)
-    for source, requests in by_source.values():
-        read_spans = getattr(source, "read_spans", None)
-        if read_spans is not None:
-            read_spans(requests)
-            continue
-        for offset, view in requests:
-            source.read_into(offset, view)
-    return {
-        key: (first, _remembering(storage, storage.loaded(array)))
-        for key, (storage, first, array) in arrays.items()
-    }
+    at: int | None = None
+    try:
+        arrays: dict[int, tuple[Any, int, Array]] = {}
+        for storage, first, end in spans:
+            at = storage.offset_of(first)
+            arrays[id(storage)] = (storage, first, np.empty(end - first, storage.file_dtype))
+        by_source: dict[int, tuple[Any, list[tuple[int, memoryview]]]] = {}
+        for storage, first, array in arrays.values():
+            request = (storage.offset_of(first), byte_view(array))
+            by_source.setdefault(id(storage.source), (storage.source, []))[1].append(request)
+        for source, requests in by_source.values():
+            at = requests[0][0]
+            read_spans = getattr(source, "read_spans", None)
+            if read_spans is not None:
+                read_spans(requests)
+                continue
+            for offset, view in requests:
+                at = offset
+                source.read_into(offset, view)
+        return {
+            key: (first, _remembering(storage, storage.loaded(array)))
+            for key, (storage, first, array) in arrays.items()
+        }
+    except MemoryError:
+        raise out_of_memory("reading tensors", at) from None
 
 
 def _remembering(storage: LazyStorage, array: Array) -> Array:
