@@ -20,11 +20,13 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import itertools
 import os
 import pickle
 import shutil
 import warnings
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -675,6 +677,60 @@ class Memcpy(Contender):
         return out
 
 
+class MemcpyTwoThreads(Memcpy):
+    """The load's copy on two threads: each takes the next 8 MiB piece when done with one.
+
+    The reference for loads that use both cores: what two threads can move on this machine
+    at the time. Its ratio to one thread's ``memcpy`` is the speed-up the host gives a second
+    vCPU then, which moves from run to run (see bench/README.md, Stability); streamser's
+    two-thread eager load follows it.
+    """
+
+    name = "memcpy-2"
+    labels: ClassVar[dict[str, str]] = {"load": "memcpy 2 threads"}
+    ops: ClassVar[dict[str, tuple[str, ...]]] = {"checkpoint": ("load",)}
+    PIECE = 8 << 20
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool: ThreadPoolExecutor | None = None
+
+    def setup(self, op: str, ctx: Context) -> None:
+        super().setup(op, ctx)
+        self.pool = ThreadPoolExecutor(1)
+
+    def teardown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+        self.pool = None
+        super().teardown()
+
+    def _copy(self, arrays: Mapping[str, Any], ctx: Context) -> Arrays:
+        if self.destination is None or self.pool is None:
+            raise RuntimeError("memcpy-2: setup was not called")
+        out = _views(self.destination, ctx.tensors)
+        pieces = []
+        for name, array in arrays.items():
+            source = np.asarray(array).reshape(-1).view(np.uint8)
+            target = out[name].reshape(-1).view(np.uint8)
+            pieces += [
+                (target[i : i + self.PIECE], source[i : i + self.PIECE])
+                for i in range(0, source.size, self.PIECE)
+            ]
+        taken = itertools.count()  # next() is atomic: each piece is copied once
+
+        def take() -> None:
+            for number in taken:
+                if number >= len(pieces):
+                    return
+                np.copyto(*pieces[number])
+
+        helper = self.pool.submit(take)
+        take()
+        helper.result()
+        return out
+
+
 CONTENDERS: dict[str, Contender] = {
     contender.name: contender
     for contender in (
@@ -694,6 +750,7 @@ CONTENDERS: dict[str, Contender] = {
         Copyfile(),
         Zstandard(),
         Memcpy(),
+        MemcpyTwoThreads(),
     )
 }
 
