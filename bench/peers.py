@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -167,7 +167,7 @@ class Streamser(Contender):
     }
 
     @staticmethod
-    def format(ctx: Context) -> str:
+    def format(ctx: Context) -> Literal["ascii", "binary"]:
         return "ascii" if ctx.is_ascii else "binary"
 
     def save(self, value: Any, path: Path, ctx: Context) -> Any:

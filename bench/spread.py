@@ -22,11 +22,12 @@ LIMIT = 0.10
 Key = tuple[Any, ...]
 
 
-def ratios_of(document: dict[str, Any], everyone: bool) -> dict[Key, float]:
-    """Every ratio of a run, by (size, case, op, label, ratio kind, best or paired)."""
+def ratios_of(document: dict[str, Any], everyone: bool, subjects: bool = True) -> dict[Key, float]:
+    """Every ratio of a run, by (size, case, op, label, ratio kind, best or paired): of
+    streamser's rows, of every row (``everyone``), or of the others' only (not ``subjects``)."""
     found: dict[Key, float] = {}
     for m in document["measurements"]:
-        if not everyone and m["role"] != "subject":
+        if (m["role"] == "subject") != subjects and not everyone:
             continue
         for kind in RATIOS:
             ratio = m.get(kind)
@@ -66,13 +67,34 @@ def render(table: list[tuple[Key, list[float], float]], count: int) -> str:
     return "\n".join(lines)
 
 
+def render_controls(table: list[tuple[Key, list[float], float]], shown: int = 6) -> str:
+    """How far the references' ratios to one another moved: no streamser code runs in them,
+    so what moves there is the machine (a second vCPU's speed, memory handed back to the
+    host), and a streamser ratio of the same kind cannot be held tighter."""
+    if not table:
+        return ""
+    held = sum(1 for *_, width in table if width <= LIMIT)
+    lines = [
+        f"the other contenders' ratios to their references (no streamser code): {held} of "
+        f"{len(table)} within {LIMIT:.0%}; the widest:"
+    ]
+    widest = sorted(table, key=lambda row: -row[2])[:shown]
+    lines += render(widest, len(widest[0][1])).splitlines()[1:-1]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.spread", description=__doc__)
     parser.add_argument("runs", nargs="+", type=Path, help="JSON files of runs of one command")
     parser.add_argument("--all", action="store_true", help="every row, not only streamser's")
     args = parser.parse_args(argv)
-    runs = [ratios_of(json.loads(path.read_text()), args.all) for path in args.runs]
+    documents = [json.loads(path.read_text()) for path in args.runs]
+    runs = [ratios_of(document, args.all) for document in documents]
     print(render(rows(runs), len(runs)))
+    if not args.all:
+        controls = render_controls(rows([ratios_of(d, False, subjects=False) for d in documents]))
+        if controls:
+            print("\n" + controls)
     return 0
 
 

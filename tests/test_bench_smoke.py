@@ -40,6 +40,32 @@ def test_bench_smoke_run_passes(tmp_path: Path) -> None:
         assert m["ok"], m
         ratios = [m[key] for key in ("vs_ref", "vs_memcpy", "vs_peer") if m[key]]
         assert any(r["paired"] is not None for r in ratios), (m["case"], m["op"], m["label"])
+    _check_spread(tmp_path)
+
+
+def _check_spread(tmp_path: Path) -> None:
+    """``python -m bench.spread`` over a run and a copy with one ratio moved: identical rows
+    have no spread, the moved one is flagged, and the references' own rows are summed up."""
+    first = tmp_path / "latest.json"
+    moved = json.loads(first.read_text())
+    subject = next(
+        m for m in moved["measurements"] if m["role"] == "subject" and m["vs_ref"] is not None
+    )
+    subject["vs_ref"]["best"] *= 1.5
+    second = tmp_path / "moved.json"
+    second.write_text(json.dumps(moved))
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.spread", str(first), str(first), str(second)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    flagged = [line for line in result.stdout.splitlines() if line.endswith("!")]
+    assert len(flagged) == 1, result.stdout
+    assert subject["label"] in flagged[0]
+    assert "50.0%" in flagged[0]
+    assert "no streamser code" in result.stdout
 
 
 def test_zstd_bench_smoke_run_passes() -> None:
