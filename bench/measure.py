@@ -135,6 +135,7 @@ def new_measurement(
         "contender": contender.name,
         "label": contender.label(case, op),
         "role": contender.role,
+        "preferred": contender.preferred,
         "fsync": contender.fsync and op == "save",
         "clock": CASES[case].clock,
         "allowance": contender.allowance if op == "save" else 0,

@@ -129,8 +129,11 @@ def ratio(m: Measurement, reference: Measurement | None) -> dict[str, Any] | Non
 
 
 def _fastest(group: list[Measurement], role: str, fsync: bool | None = None) -> Measurement | None:
-    """The reference of a role with the smallest median time (steadier than the best)."""
+    """The reference of a role: the one marked preferred if any (so that the reference does
+    not change from run to run), else the one with the smallest median time (steadier than
+    the best)."""
     candidates = [o for o in group if o["role"] == role and (fsync is None or o["fsync"] == fsync)]
+    candidates = [o for o in candidates if o.get("preferred")] or candidates
     return min(candidates, key=lambda o: o["median"], default=None)
 
 

@@ -4,7 +4,9 @@ Reads the JSON files of several runs of the same command (copies of bench/result
 and prints, for every ratio of every row present in all of them, its value in each run and the
 spread: the largest over the smallest, minus one. The bench's acceptance is a spread of at most
 10% between three consecutive runs on a quiet machine. By default only streamser's rows are
-shown (``--all`` for every row); ratios of a reference to itself are left out.
+shown (``--all`` for every row); ratios of a reference to itself are left out, and so are
+ratios whose reference differs between the runs. Under them, how far the ratios moved where no
+streamser code runs (``render_controls``).
 """
 
 from __future__ import annotations
@@ -23,21 +25,31 @@ Key = tuple[Any, ...]
 
 
 def ratios_of(document: dict[str, Any], everyone: bool, subjects: bool = True) -> dict[Key, float]:
-    """Every ratio of a run, by (size, case, op, label, ratio kind, best or paired): of
-    streamser's rows, of every row (``everyone``), or of the others' only (not ``subjects``)."""
+    """Every ratio of a run, by (size, case, op, label, ratio kind and its reference, best or
+    paired): of streamser's rows, of every row (``everyone``), or (not ``subjects``) of the
+    rows and references where no streamser code runs at all."""
     found: dict[Key, float] = {}
+    labels = {m["label"] for m in document["measurements"] if _streamser(m)}
     for m in document["measurements"]:
-        if (m["role"] == "subject") != subjects and not everyone:
+        if not everyone and (m["role"] == "subject") != subjects:
             continue
         for kind in RATIOS:
             ratio = m.get(kind)
             if not ratio or ratio["to"] == m["label"]:
                 continue
+            if not everyone and not subjects and (_streamser(m) or ratio["to"] in labels):
+                continue  # streamser's eager load is the records index's reference, a limit
             for reading in ("best", "paired"):
                 if ratio.get(reading) is not None:
-                    key = (m["size"] or 0, m["case"], m["op"], m["label"], kind, reading)
+                    name = f"{kind} {ratio['to']}"
+                    key = (m["size"] or 0, m["case"], m["op"], m["label"], name, reading)
                     found[key] = ratio[reading]
     return found
+
+
+def _streamser(m: dict[str, Any]) -> bool:
+    """Does streamser's code run in this row (as the subject, or as a reference)?"""
+    return m["role"] == "subject" or str(m["contender"]).startswith("streamser")
 
 
 def rows(runs: list[dict[Key, float]]) -> list[tuple[Key, list[float], float]]:
@@ -55,7 +67,7 @@ def render(table: list[tuple[Key, list[float], float]], count: int) -> str:
     head += "".join(f"{'run ' + str(i + 1):>8}" for i in range(count)) + "  spread"
     lines = [head]
     for (size, case, op, label, kind, reading), values, width in table:
-        name = f"{kind.removeprefix('vs_')} {reading}"
+        name = f"{kind.split()[0].removeprefix('vs_')} {reading}"
         cells = "".join(f"{value:7.3f}x" for value in values)
         flag = "  !" if width > LIMIT else ""
         lines.append(
@@ -91,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     documents = [json.loads(path.read_text()) for path in args.runs]
     runs = [ratios_of(document, args.all) for document in documents]
     print(render(rows(runs), len(runs)))
+    apart = set().union(*runs) - set(runs[0]).intersection(*runs[1:])
+    if apart:  # a row missing from a run, or a ratio against another reference there
+        print(f"{len(apart)} ratios left out: not in every run against the same reference")
     if not args.all:
         controls = render_controls(rows([ratios_of(d, False, subjects=False) for d in documents]))
         if controls:

@@ -315,6 +315,114 @@ def test_open_fetches_records_and_only_touched_tensors() -> None:
     assert everything["names"].to_list() == ["encoder", "decoder"]
 
 
+def _records(count: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(count)
+    return [
+        {
+            "name": f"r{i}",
+            "w": rng.random((4, 4), dtype=np.float32),
+            "b": rng.random(4, dtype=np.float32),
+        }
+        for i in range(count)
+    ]
+
+
+def test_records_all_the_way_are_read_whole_once(tmp_path: Path) -> None:
+    """A file of many small tensors gains nothing from a parse by windows (every byte is
+    fetched anyway, and that parse runs in Python): after its first MiB it is read whole,
+    without fetching again what the windows hold, and parsed at C speed."""
+    from streamser.graph import loading
+
+    value = _records(8000)  # 3 MB, little of it tensor data
+    data = streamser.serialize(value)
+    assert len(data) > 2 * loading.DENSE_PROBE
+    path = tmp_path / "records.t7"
+    path.write_bytes(data)
+    fileobj = Unmappable(data)
+    with streamser.open(fileobj) as f, streamser.open(path) as mapped:
+        assert not f.lazy
+        assert fileobj.bytes_read == len(data)  # each byte once
+        assert [i[:4] for i in _index(f)] == [i[:4] for i in _index(mapped)]
+        assert streamser.serialize(f.load()) == data
+        assert np.array_equal(f["[8000].w"], value[7999]["w"])  # Lua counts from 1
+
+
+def test_records_beyond_the_whole_read_limit_stay_lazy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamser.graph import loading
+
+    data = streamser.serialize(_records(4000))
+    monkeypatch.setattr(loading, "WHOLE_RECORDS_MAX", len(data) - 1)
+    with streamser.open(Unmappable(data)) as f:
+        assert f.lazy
+        assert np.array_equal(f["[4000].b"], _records(4000)[3999]["b"])
+
+
+def test_damaged_records_read_whole_fail_at_the_same_offset(tmp_path: Path) -> None:
+    """Truncated or corrupted past the first MiB: the error of the whole read is the mapped
+    file's (same class, offset and message)."""
+    data = streamser.serialize(_records(6000))
+    middle = len(data) * 3 // 4
+    broken = bytearray(data)
+    broken[middle : middle + 8] = b"\xff" * 8
+    for bad in (data[: len(data) - 7], bytes(broken)):
+        path = tmp_path / "bad.t7"
+        path.write_bytes(bad)
+        with pytest.raises(StreamserError) as mapped:
+            streamser.open(path)
+        with pytest.raises(StreamserError) as ranged:
+            streamser.open(Unmappable(bad))
+        assert type(ranged.value) is type(mapped.value)
+        assert str(ranged.value) == str(mapped.value)
+
+
+def test_empty_row_selections_allocate_nothing_of_the_tensor() -> None:
+    """``get_slice(path)[5:5]`` is an empty array of the right shape, made without an array of
+    the whole tensor's shape (under a tight RLIMIT_AS that was a MemoryError)."""
+    import tracemalloc
+
+    value = {"w": np.ones((2048, 1024), np.float32)}  # 8 MiB
+    with streamser.open(Unmappable(streamser.serialize(value))) as f:
+        tracemalloc.start()
+        try:
+            empty = f.get_slice("w")[5:5, 3:7]
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert empty.shape == (0, 4)
+    assert empty.dtype == np.float32
+    assert peak < 1 << 20
+
+
+def test_memory_errors_while_slicing_are_limit_errors_at_the_tensor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    value = _checkpoint(count=2, rows=64)
+    data = streamser.serialize(value)
+
+    def no_memory(self: LazyArray, index: object) -> object:
+        raise MemoryError
+
+    monkeypatch.setattr(LazyArray, "_select", no_memory)
+    with streamser.open(Unmappable(data)) as f:
+        with pytest.raises(streamser.LimitError, match="out of memory") as caught:
+            f.get_slice("w1")[3:9]
+        assert caught.value.offset == data.index(value["w1"].tobytes())
+
+
+def test_zstd_allocation_failures_are_limit_errors() -> None:
+    """zstd's own "Allocation error" (no memory for its window) is a LimitError, not damage."""
+    import zstandard
+
+    from streamser.io.compression import zstd_error
+
+    refused = zstd_error(zstandard.ZstdError("Allocation error : not enough memory"), 7)
+    assert isinstance(refused, streamser.LimitError)
+    assert refused.offset == 7
+    damaged = zstd_error(zstandard.ZstdError("Corrupted block detected"), 9)
+    assert not isinstance(damaged, streamser.LimitError)
+    assert "damaged zstd frame" in str(damaged)
+
+
 def test_open_from_the_current_position() -> None:
     data = streamser.serialize({"x": np.arange(5, dtype=np.int64)})
     fileobj = io.BytesIO(b"HEADER" + data + b"trailing")

@@ -51,7 +51,7 @@ from ..spec.grammar import (
     read_storage_count,
     read_string,
 )
-from ..spec.limits import Limits, depth_error, limit_error
+from ..spec.limits import Limits, MemoryExhausted, depth_error, limit_error
 from ..values.classes import CLASS_CODECS, ClassCodec
 from ..values.lua import (
     LuaFunction,
@@ -236,6 +236,9 @@ class GraphReader:
                 self._indexed, objects, self.referenced, limits.max_depth, decoder.max_string,
                 limits.max_table, limits.max_objects, notes, self.keep_objects,
             )  # fmt: skip
+        except MemoryError:  # the Python loop reads it again and knows the record's offset
+            self._undo(known, marks)
+            return _BAIL
         except BaseException:
             self._undo(known, marks)
             raise
@@ -265,7 +268,10 @@ class GraphReader:
             handler = dispatch.get(tag)
             if handler is None:
                 raise FormatError(f"unknown type tag {tag}", at)
-            value = handler(self, at)
+            try:
+                value = handler(self, at)
+            except MemoryError:
+                raise MemoryExhausted(at) from None
             while value is not _PENDING:
                 if not stack:
                     return value

@@ -25,6 +25,7 @@ allocated, and an undeclared stream is cut off at ``max_size``.
 
 from __future__ import annotations
 
+import errno
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -209,7 +210,11 @@ def decompress(buffer: Any, *, max_size: int | None = None) -> Any:
     try:
         return out.result()
     except (OutOfMemory, MemoryError):  # a copy where the mapping cannot shrink in place
-        raise _no_memory(out, view.nbytes) from None
+        raise _no_memory(out, 0) from None  # every frame was read: no one frame to blame
+    except OSError as exc:
+        if exc.errno != errno.ENOMEM:
+            raise
+        raise _no_memory(out, 0) from None
 
 
 def _no_memory(out: GrowingBuffer, at: int) -> LimitError:
@@ -229,7 +234,7 @@ def _plain_frames(view: memoryview, out: GrowingBuffer, limit: int) -> None:
             _decompress_frame(view, pos, end, out, limit - out.size)
         except Overflow:
             raise _too_big(out.size + 1, limit) from None
-        except OutOfMemory:
+        except (OutOfMemory, MemoryError):
             raise _no_memory(out, pos) from None
         pos = end
 
@@ -246,7 +251,7 @@ def _seekable_frames(view: memoryview, entries: list[tuple[int, int]], out: Grow
             raise FormatError(
                 f"zstd frame holds more than the seek table's {size:,} bytes", pos
             ) from None
-        except OutOfMemory:
+        except (OutOfMemory, MemoryError):
             raise _no_memory(out, pos) from None
         if got != size:
             raise FormatError(f"zstd frame holds {got:,} bytes, the seek table {size:,}", pos)
@@ -262,7 +267,15 @@ def _decompress_frame(view: memoryview, pos: int, end: int, out: GrowingBuffer, 
         with reader:
             return out.fill(reader.readinto, most)
     except zstandard.ZstdError as exc:
-        raise FormatError(f"damaged zstd frame: {exc}", pos) from None
+        raise zstd_error(exc, pos) from None
+
+
+def zstd_error(exc: Exception, at: int) -> FormatError:
+    """zstandard's error for the frame at byte ``at``: out of memory (zstd could not allocate
+    its window or context) is a LimitError saying so; anything else is damage."""
+    if "allocation error" in str(exc).lower() or "memory_allocation" in str(exc).lower():
+        return out_of_memory("decompressing a zstd frame", at)
+    return FormatError(f"damaged zstd frame: {exc}", at)
 
 
 _contexts: dict[int, zstandard.ZstdDecompressor] = {}  # by thread id

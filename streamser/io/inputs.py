@@ -13,6 +13,7 @@ fsspec is imported (by :mod:`.remote`) only when a URL or an fsspec file is actu
 
 from __future__ import annotations
 
+import errno
 import io
 import mmap as _mmap
 import os
@@ -24,6 +25,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
+from ..spec.limits import out_of_memory
 from .mapping import _seekable, buffer_of
 from .ranged import FileFetcher, RangedSource, RangeOptions, file_size, read_some
 
@@ -146,7 +148,13 @@ def read_stream(fileobj: Any, first: int = 1 << 20) -> Any | None:
     done = 0
     while True:
         if done == len(buffer):
-            buffer.resize(2 * done)
+            try:
+                buffer.resize(2 * done)
+            except (OSError, MemoryError) as exc:
+                if isinstance(exc, OSError) and exc.errno != errno.ENOMEM:
+                    raise
+                buffer.close()
+                raise out_of_memory("reading the stream into memory", done) from None
         with memoryview(buffer) as whole, whole[done:] as view:
             count = read_some(fileobj, view)
         if not count:

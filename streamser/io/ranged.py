@@ -191,10 +191,28 @@ class RangedSource:
         return out
 
     def read_all(self) -> memoryview:
-        """The whole file, in one new writable buffer (parallel pieces, no second copy)."""
+        """The whole file, in one new writable buffer (parallel pieces, no second copy); the
+        start that recent parse windows hold is copied from them, not fetched again."""
         out = _new_bytes(self.size)
-        self.read_spans([(0, out)])
+        done = self._copy_windows(out)
+        if done < self.size:
+            self.read_spans([(done, out[done:])])
         return out
+
+    def _copy_windows(self, out: memoryview) -> int:
+        """Copy into ``out`` the bytes from 0 that the kept windows hold without a gap; how
+        many."""
+        with self._lock:
+            windows = sorted(self._windows, key=lambda window: window[0])
+        done = 0
+        for lo, data in windows:
+            hi = lo + data.nbytes
+            if lo > done:
+                break
+            if hi > done:
+                out[done:hi] = data[done - lo :]
+                done = hi
+        return done
 
     def read_spans(self, spans: Iterable[tuple[int, memoryview]]) -> None:
         """Fill every ``(offset, out)`` at once: near spans share a request, big ones are cut

@@ -37,6 +37,7 @@ import zstandard
 from ..codecs.binary import BinaryDecoder
 from ..errors import FormatError, TruncatedError
 from ..spec.format import ElementType
+from ..spec.limits import out_of_memory
 from .compression import (
     ENTRY,
     FOOTER,
@@ -46,6 +47,7 @@ from .compression import (
     ZSTD_MAGIC,
     _too_big,
     read_seek_table,
+    zstd_error,
 )
 from .ranged import BufferSource, ByteSource, RangedSource
 
@@ -126,7 +128,9 @@ class FrameSource:
                 frame, max_output_size=expected, allow_extra_data=False
             )
         except zstandard.ZstdError as exc:
-            raise FormatError(f"damaged zstd frame: {exc}", start) from None
+            raise zstd_error(exc, start) from None
+        except MemoryError:
+            raise out_of_memory("decompressing a frame", start) from None
         if len(data) != expected:
             raise FormatError(
                 f"zstd frame holds {len(data):,} bytes, the seek table {expected:,}", start
@@ -243,6 +247,11 @@ def _frame_source(compressed: Any, entries: list[tuple[int, int]], options: Any)
     return FrameSource(compressed, entries, **options)
 
 
+class DenseRecords(Exception):
+    """Internal: a parse by windows found a stream of records with little tensor data between
+    them, which costs less read whole and parsed at C speed (see :class:`FrameDecoder`)."""
+
+
 class FrameDecoder(BinaryDecoder):
     """A binary decoder that reads only the parts of a stream that it parses.
 
@@ -254,12 +263,21 @@ class FrameDecoder(BinaryDecoder):
     read-ahead window); windows that parsing has left behind are released (``MADV_DONTNEED``),
     so memory stays near a few windows whatever the file's size. Storage elements are skipped,
     never read.
+
+    With ``whole_after``, the first storage or window met past that position decides whether
+    going on pays: if less than half of the bytes passed were storage elements, the stream is
+    records all the way (every byte must be fetched and parsed anyway, and parsing by windows
+    runs in Python) and :class:`DenseRecords` is raised for the caller to read it whole.
     """
 
     _KEEP_BEHIND = 16  # bytes a read may re-read before the position (a geometry's ndim)
 
-    def __init__(self, source: ByteSource, long_size: int = 8, pos: int = 0) -> None:
+    def __init__(
+        self, source: ByteSource, long_size: int = 8, pos: int = 0, whole_after: int | None = None
+    ) -> None:
         self.source = source
+        self._whole_after = whole_after
+        self._skipped = 0  # storage bytes stepped over so far
         flags = mmap.MAP_PRIVATE | _MAP_NORESERVE
         self._map = mmap.mmap(-1, max(source.size, 1), flags=flags)
         super().__init__(self._map, long_size, pos)
@@ -286,6 +304,8 @@ class FrameDecoder(BinaryDecoder):
 
     def _fill(self, pos: int, end: int) -> tuple[int, int]:
         """Copy the source's window for ``pos`` into the mapping."""
+        if self._whole_after is not None and pos >= self._whole_after:
+            self._decide(pos)
         lo, data = self.source.window(pos, end)
         hi = lo + len(data)
         self._map[lo:hi] = data
@@ -360,10 +380,19 @@ class FrameDecoder(BinaryDecoder):
         if count <= 0 or nbytes > self.remaining():
             return super().read_array(element, count)  # empty, or the plain decoder's error
         start = self.pos
+        if self._whole_after is not None and start >= self._whole_after:
+            self._decide(start)
         self.pos += nbytes
+        self._skipped += nbytes
         if element.is_long:
             self.longs_read += 1
         return LazyStorage(self.source, start, count, file_dtype, element.dtype)
 
+    def _decide(self, pos: int) -> None:
+        """Go on by windows, or raise :class:`DenseRecords` (see the class); asked once."""
+        self._whole_after = None
+        if 2 * self._skipped < pos:
+            raise DenseRecords
 
-__all__ = ["FrameDecoder", "FrameSource"]
+
+__all__ = ["DenseRecords", "FrameDecoder", "FrameSource"]

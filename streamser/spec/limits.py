@@ -179,6 +179,16 @@ def depth_error(limit: int, at: int) -> LimitError:
     )
 
 
+class MemoryExhausted(Exception):
+    """Internal: memory ran out while the record at byte ``at`` was read. Not a FormatError, so
+    that format detection stops at once instead of trying the other long size; whoever reads
+    turns it into :func:`out_of_memory`'s LimitError."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(at)
+        self.at = at
+
+
 def out_of_memory(what: str, at: int | None = None) -> LimitError:
     """The error for a ``MemoryError``: the input asked for more than the process can have."""
     return LimitError(
@@ -196,3 +206,5 @@ def memory_errors_as_limits(what: str, at: int | None = None) -> Iterator[None]:
         yield
     except MemoryError:
         raise out_of_memory(what, at) from None
+    except MemoryExhausted as exc:
+        raise out_of_memory(what, exc.at) from None

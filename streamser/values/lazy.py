@@ -200,7 +200,9 @@ class LazyArray:
         step = rows if stride == 0 else max(1, (budget - extent) // stride + 1)
         for start in range(0, rows, step):  # each block spans at most the budget
             block = self._rows(start, min(rows, start + step))
-            yield np.ascontiguousarray(block.read()).reshape(-1)
+            with memory_errors_as_limits("reading a tensor", block.storage.offset_of(block.offset)):
+                chunk = np.ascontiguousarray(block.read()).reshape(-1)
+            yield chunk
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> Array:
         array = self.read()
@@ -208,6 +210,10 @@ class LazyArray:
 
     def __getitem__(self, index: Any) -> Array:
         """``lazy[index]`` as a new array, reading only the rows the index selects."""
+        with memory_errors_as_limits("reading a tensor", self.storage.offset_of(self.offset)):
+            return self._select(index)
+
+    def _select(self, index: Any) -> Array:
         head, rest = (index[0], index[1:]) if isinstance(index, tuple) and index else (index, ())
         # The rows read are a fresh array: the result is copied again only if the index leaves
         # it strided, so that it never keeps more of the storage alive than it shows.
@@ -216,8 +222,8 @@ class LazyArray:
         rows = range(self.shape[0])[head]
         if isinstance(rows, int):
             return np.asarray(self._rows(rows, rows + 1).read()[(0, *rest)], order="C")
-        if len(rows) == 0:
-            return np.array(np.empty(self.shape, self.dtype)[index])
+        if len(rows) == 0:  # no row: never as much as an empty array of the whole shape
+            return np.array(np.empty((0, *self.shape[1:]), self.dtype)[(slice(None), *rest)])
         low, high = min(rows[0], rows[-1]), max(rows[0], rows[-1])
         local = slice(rows.start - low, None if rows.stop - low < 0 else rows.stop - low, rows.step)
         return np.asarray(self._rows(low, high + 1).read()[(local, *rest)], order="C")
@@ -293,18 +299,19 @@ def _read_storages(spans: list[list[Any]]) -> dict[int, tuple[int, Array]]:
             request = (storage.offset_of(first), byte_view(array))
             by_source.setdefault(id(storage.source), (storage.source, []))[1].append(request)
         for source, requests in by_source.values():
-            at = requests[0][0]
             read_spans = getattr(source, "read_spans", None)
-            if read_spans is not None:
+            if read_spans is not None:  # read together: the first of them stands for all
+                at = min(offset for offset, _ in requests)
                 read_spans(requests)
                 continue
             for offset, view in requests:
                 at = offset
                 source.read_into(offset, view)
-        return {
-            key: (first, _remembering(storage, storage.loaded(array)))
-            for key, (storage, first, array) in arrays.items()
-        }
+        read: dict[int, tuple[int, Array]] = {}
+        for key, (storage, first, array) in arrays.items():
+            at = storage.offset_of(first)  # b32 Longs widen into a new array here
+            read[key] = (first, _remembering(storage, storage.loaded(array)))
+        return read
     except MemoryError:
         raise out_of_memory("reading tensors", at) from None
 
