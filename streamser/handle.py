@@ -151,7 +151,9 @@ class T7File:
     def lazy(self) -> bool:
         """True when tensors are read from the file when asked for, as new arrays, not views
         of a mapping: a seekable zstd file (frame by frame), a URL or an unmappable file
-        object (by range)."""
+        object (by range). False for those when they were read whole: ascii, zstd without a
+        seek table, and records with small tensors of at most 64 MiB (tensors are then views
+        of that one buffer, which they keep alive; copy the ones you keep)."""
         return self._source is not None
 
     # --- access ---------------------------------------------------------------------------

@@ -8,11 +8,13 @@ readers need:
 
 * :meth:`~RangedSource.window` serves the object-graph parse. Records are read in order but
   storage elements are stepped over, so a window starts exactly where the parse needs bytes.
-  After a jump over a payload of a block or more it is small (``first_window``: the records
-  between two big payloads are a few hundred bytes, and every byte more is tensor data nobody
-  asked for); when the parse ran off the end of the previous window, or stepped over less than
-  a block, it is a whole block, so that records and the small payloads among them cost one
-  request per block (reading through a small payload costs less than a round trip). Recent
+  After a jump over a payload of a quarter block or more it is small (``first_window``: the
+  records between two big payloads are a few hundred bytes, and every byte more is tensor data
+  nobody asked for); when the parse ran off the end of the previous window, or stepped over
+  less, it is a whole block, so that records and the small payloads among them cost one
+  request per block (reading through a small payload costs less than a round trip). A jump of
+  almost a block used to count as small: a checkpoint of 4 MiB tensors was then fetched
+  almost whole, a block after each tensor, to parse a few hundred bytes of records. Recent
   windows are kept: the format sniff, the parse and a second parse (b32 detection) share them.
 * :meth:`~RangedSource.read_into` serves tensor data. A read smaller than a block goes through a
   small cache of aligned blocks (reading rows one after another costs a request per block, not
@@ -194,25 +196,28 @@ class RangedSource:
         """The whole file, in one new writable buffer (parallel pieces, no second copy); the
         start that recent parse windows hold is copied from them, not fetched again."""
         out = _new_bytes(self.size)
-        done = self._copy_windows(out)
-        if done < self.size:
-            self.read_spans([(done, out[done:])])
+        gaps = self._copy_windows(out)
+        if gaps:
+            self.read_spans(gaps)
         return out
 
-    def _copy_windows(self, out: memoryview) -> int:
-        """Copy into ``out`` the bytes from 0 that the kept windows hold without a gap; how
-        many."""
+    def _copy_windows(self, out: memoryview) -> list[tuple[int, memoryview]]:
+        """Copy into ``out`` what the kept windows hold; the spans of ``out`` left to fetch."""
         with self._lock:
             windows = sorted(self._windows, key=lambda window: window[0])
+        gaps = []
         done = 0
         for lo, data in windows:
             hi = lo + data.nbytes
+            if hi <= done:
+                continue
             if lo > done:
-                break
-            if hi > done:
-                out[done:hi] = data[done - lo :]
-                done = hi
-        return done
+                gaps.append((done, out[done:lo]))
+            out[max(lo, done) : hi] = data[max(lo, done) - lo :]
+            done = hi
+        if done < self.size:
+            gaps.append((done, out[done:]))
+        return gaps
 
     def read_spans(self, spans: Iterable[tuple[int, memoryview]]) -> None:
         """Fill every ``(offset, out)`` at once: near spans share a request, big ones are cut
@@ -236,7 +241,7 @@ class RangedSource:
                 if lo <= start and end <= lo + data.nbytes:
                     return lo, data
             last = self._window_end
-            near = last is not None and 0 <= start - last < self.options.block_size
+            near = last is not None and 0 <= start - last < self.options.gap
         ahead = self.options.block_size if near else self.options.first_window
         hi = min(self.size, max(start + ahead, end))
         data = _new_bytes(hi - start)

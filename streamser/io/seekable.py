@@ -247,9 +247,16 @@ def _frame_source(compressed: Any, entries: list[tuple[int, int]], options: Any)
     return FrameSource(compressed, entries, **options)
 
 
-class DenseRecords(Exception):
+WHOLE_FACTOR = 16  # a records stream is read whole once the parse has reached 1/16 of it
+_NEVER = 1 << 62
+
+
+class DenseRecords(BaseException):
     """Internal: a parse by windows found a stream of records with little tensor data between
-    them, which costs less read whole and parsed at C speed (see :class:`FrameDecoder`)."""
+    them, which costs less read whole and parsed at C speed (see :class:`FrameDecoder`).
+
+    A BaseException, so that no ``except Exception`` on the way (a class codec's read turns
+    what it catches into a FormatError) can take it for a damaged value."""
 
 
 class FrameDecoder(BinaryDecoder):
@@ -264,10 +271,14 @@ class FrameDecoder(BinaryDecoder):
     so memory stays near a few windows whatever the file's size. Storage elements are skipped,
     never read.
 
-    With ``whole_after``, the first storage or window met past that position decides whether
-    going on pays: if less than half of the bytes passed were storage elements, the stream is
-    records all the way (every byte must be fetched and parsed anyway, and parsing by windows
-    runs in Python) and :class:`DenseRecords` is raised for the caller to read it whole.
+    With ``whole_after``, once the parse has passed that many fetched bytes (storage elements
+    beyond the read-ahead window are stepped over, never fetched) it looks at what it passed.
+    If what it stepped over unfetched is less than half, the stream is records and small
+    tensors (every byte of those is fetched anyway, and parsing them by windows runs in
+    Python), and when the whole stream is at most :data:`WHOLE_FACTOR` times the position
+    reached, :class:`DenseRecords` is raised for the caller to read it whole. Otherwise it
+    looks again when it has passed twice as many fetched bytes: a file of records after one big
+    tensor is read whole later, one of records followed by a big tensor never is.
     """
 
     _KEEP_BEHIND = 16  # bytes a read may re-read before the position (a geometry's ndim)
@@ -277,7 +288,8 @@ class FrameDecoder(BinaryDecoder):
     ) -> None:
         self.source = source
         self._whole_after = whole_after
-        self._skipped = 0  # storage bytes stepped over so far
+        self._unfetched = 0  # storage bytes stepped over beyond the window: never fetched
+        self._look_at = _NEVER if whole_after is None else whole_after  # position of the next look
         flags = mmap.MAP_PRIVATE | _MAP_NORESERVE
         self._map = mmap.mmap(-1, max(source.size, 1), flags=flags)
         super().__init__(self._map, long_size, pos)
@@ -304,8 +316,6 @@ class FrameDecoder(BinaryDecoder):
 
     def _fill(self, pos: int, end: int) -> tuple[int, int]:
         """Copy the source's window for ``pos`` into the mapping."""
-        if self._whole_after is not None and pos >= self._whole_after:
-            self._decide(pos)
         lo, data = self.source.window(pos, end)
         hi = lo + len(data)
         self._map[lo:hi] = data
@@ -345,6 +355,8 @@ class FrameDecoder(BinaryDecoder):
     # the rest (including its checks and errors, which then speak of the plain stream).
 
     def _ahead(self, nbytes: int) -> None:
+        if self.pos >= self._look_at:
+            self._decide(self.pos)
         if 0 < nbytes <= self.remaining():
             self._ready(self.pos, self.pos + nbytes)
 
@@ -380,19 +392,21 @@ class FrameDecoder(BinaryDecoder):
         if count <= 0 or nbytes > self.remaining():
             return super().read_array(element, count)  # empty, or the plain decoder's error
         start = self.pos
-        if self._whole_after is not None and start >= self._whole_after:
-            self._decide(start)
         self.pos += nbytes
-        self._skipped += nbytes
+        if self.pos > self._hot_end:  # the next window starts after it: those bytes stay away
+            self._unfetched += self.pos - max(start, self._hot_end)
+            if self._whole_after is not None:
+                self._look_at = self._whole_after + self._unfetched
         if element.is_long:
             self.longs_read += 1
         return LazyStorage(self.source, start, count, file_dtype, element.dtype)
 
     def _decide(self, pos: int) -> None:
-        """Go on by windows, or raise :class:`DenseRecords` (see the class); asked once."""
-        self._whole_after = None
-        if 2 * self._skipped < pos:
+        """Raise :class:`DenseRecords`, or look again later (see the class)."""
+        if 2 * self._unfetched < pos and self.size <= WHOLE_FACTOR * pos:
             raise DenseRecords
+        self._whole_after = 2 * (pos - self._unfetched)
+        self._look_at = self._whole_after + self._unfetched
 
 
 __all__ = ["DenseRecords", "FrameDecoder", "FrameSource"]
