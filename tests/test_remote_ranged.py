@@ -397,6 +397,25 @@ def test_records_then_one_big_tensor_are_not_fetched_whole() -> None:
             assert fileobj.bytes_read < size + padding + 256 * KiB
 
 
+def test_a_checkpoint_of_layers_stays_lazy() -> None:
+    """Convolutions of 0.1-2.3 MiB with their batch-norm vectors (a ResNet's shape): tensor
+    data, not records, even where the read-ahead fetched it; the handle stays lazy and the
+    open fetches a fraction of the file."""
+    rng = np.random.default_rng(5)
+    value: dict[str, Any] = {}
+    for i, channels in enumerate([64, 64, 128, 128, 256, 256, 256, 256]):
+        value[f"conv{i}.weight"] = rng.standard_normal((channels, channels, 3, 3), np.float32)
+        value[f"conv{i}.weight"] = np.repeat(value[f"conv{i}.weight"], 4, axis=1)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            value[f"bn{i}.{name}"] = rng.standard_normal(channels, np.float32)
+    data = streamser.serialize(value)
+    fileobj = Unmappable(data)
+    with streamser.open(fileobj) as f:
+        assert f.lazy
+        assert fileobj.bytes_read < len(data) // 2
+        assert np.array_equal(f[("conv7.weight",)], value["conv7.weight"])
+
+
 def test_records_beyond_the_whole_read_limit_stay_lazy(monkeypatch: pytest.MonkeyPatch) -> None:
     from streamser.graph import loading
 

@@ -36,14 +36,14 @@ _T = TypeVar("_T")
 # in Python, so that tensor data is stepped over rather than fetched. A file of records all the
 # way (many small tensors) gains nothing from that: every byte is fetched anyway, and the Python
 # parse is 20x slower than the compiled one (50,000 records, 19 MB, from a file object: 3.2 s
-# by windows, 0.39 s read whole). So once the parse by windows has fetched DENSE_PROBE bytes,
-# unless tensors too big to be fetched with the records (a read-ahead block or more) made up
-# half of the file so far, a file of at most WHOLE_RECORDS_MAX bytes and at most WHOLE_FACTOR
-# times the position reached is read whole (what the windows hold is not fetched again) and
-# parsed as a buffer; a bigger one is looked at again each time the parse has fetched twice
-# as much (see FrameDecoder). Above WHOLE_RECORDS_MAX the parse stays by windows: 66 MiB of
-# records took 9.0 s there, against 0.8 s read whole, but the whole read would hold the file
-# in memory, and a lazy handle is for files bigger than the memory one wants to give them.
+# by windows, 0.43 s read whole). So once the parse by windows has fetched DENSE_PROBE bytes,
+# unless tensor data made up half of what it passed, a file of at most WHOLE_RECORDS_MAX
+# bytes and at most WHOLE_FACTOR times the position reached is read whole (what the windows
+# hold is not fetched again) and parsed as a buffer; otherwise it looks again each time the
+# parse has fetched twice as much (see FrameDecoder). Above WHOLE_RECORDS_MAX the parse stays
+# by windows: 66 MiB of records took 9.0 s there, against 0.8 s read whole, but the whole read
+# would hold the file in memory, and a lazy handle is for files bigger than the memory one
+# wants to give them.
 DENSE_PROBE = 1 << 20
 WHOLE_RECORDS_MAX = 64 << 20
 

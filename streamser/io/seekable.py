@@ -273,12 +273,12 @@ class FrameDecoder(BinaryDecoder):
 
     With ``whole_after``, once the parse has passed that many fetched bytes (storage elements
     beyond the read-ahead window are stepped over, never fetched) it looks at what it passed.
-    If what it stepped over unfetched is less than half, the stream is records and small
-    tensors (every byte of those is fetched anyway, and parsing them by windows runs in
-    Python), and when the whole stream is at most :data:`WHOLE_FACTOR` times the position
-    reached, :class:`DenseRecords` is raised for the caller to read it whole. Otherwise it
-    looks again when it has passed twice as many fetched bytes: a file of records after one big
-    tensor is read whole later, one of records followed by a big tensor never is.
+    If storage elements are less than half of it, the stream is mostly records (the Python
+    parse's work; a file of many small tensors, where every byte is fetched anyway), and when
+    the whole stream is at most :data:`WHOLE_FACTOR` times the position reached,
+    :class:`DenseRecords` is raised for the caller to read it whole. Otherwise it looks again
+    when it has passed twice as many fetched bytes: a file of records after a few big storages
+    is read whole later; a checkpoint of layers, or records followed by a big tensor, never.
     """
 
     _KEEP_BEHIND = 16  # bytes a read may re-read before the position (a geometry's ndim)
@@ -289,6 +289,7 @@ class FrameDecoder(BinaryDecoder):
         self.source = source
         self._whole_after = whole_after
         self._unfetched = 0  # storage bytes stepped over beyond the window: never fetched
+        self._skipped = 0  # storage bytes stepped over, fetched or not
         self._look_at = _NEVER if whole_after is None else whole_after  # position of the next look
         flags = mmap.MAP_PRIVATE | _MAP_NORESERVE
         self._map = mmap.mmap(-1, max(source.size, 1), flags=flags)
@@ -393,6 +394,7 @@ class FrameDecoder(BinaryDecoder):
             return super().read_array(element, count)  # empty, or the plain decoder's error
         start = self.pos
         self.pos += nbytes
+        self._skipped += nbytes
         if self.pos > self._hot_end:  # the next window starts after it: those bytes stay away
             self._unfetched += self.pos - max(start, self._hot_end)
             if self._whole_after is not None:
@@ -403,7 +405,7 @@ class FrameDecoder(BinaryDecoder):
 
     def _decide(self, pos: int) -> None:
         """Raise :class:`DenseRecords`, or look again later (see the class)."""
-        if 2 * self._unfetched < pos and self.size <= WHOLE_FACTOR * pos:
+        if 2 * self._skipped < pos and self.size <= WHOLE_FACTOR * pos:
             raise DenseRecords
         self._whole_after = 2 * (pos - self._unfetched)
         self._look_at = self._whole_after + self._unfetched
