@@ -434,14 +434,7 @@ def test_damaged_records_read_whole_fail_at_the_same_offset(tmp_path: Path) -> N
     broken = bytearray(data)
     broken[middle : middle + 8] = b"\xff" * 8
     for bad in (data[: len(data) - 7], bytes(broken)):
-        path = tmp_path / "bad.t7"
-        path.write_bytes(bad)
-        with pytest.raises(StreamserError) as mapped:
-            streamser.open(path)
-        with pytest.raises(StreamserError) as ranged:
-            streamser.open(Unmappable(bad))
-        assert type(ranged.value) is type(mapped.value)
-        assert str(ranged.value) == str(mapped.value)
+        _assert_fails_as_when_mapped(bad, tmp_path)
 
 
 def test_empty_row_selections_allocate_nothing_of_the_tensor() -> None:
@@ -538,13 +531,18 @@ def test_load_reads_a_file_object_once_into_one_buffer() -> None:
 
 def test_damage_through_a_file_object_is_reported_at_the_same_offset(tmp_path: Path) -> None:
     data = streamser.serialize(_checkpoint(count=2, rows=64))
-    cut = data[: len(data) - 100]
-    path = tmp_path / "cut.t7"
-    path.write_bytes(cut)
+    _assert_fails_as_when_mapped(data[: len(data) - 100], tmp_path)
+
+
+def _assert_fails_as_when_mapped(bad: bytes, tmp_path: Path) -> None:
+    """``open`` through a file object raises what ``open`` of the same bytes mapped raises:
+    the same class, message and offset."""
+    path = tmp_path / "bad.t7"
+    path.write_bytes(bad)
     with pytest.raises(StreamserError) as mapped:
         streamser.open(path)
     with pytest.raises(StreamserError) as ranged:
-        streamser.open(Unmappable(cut))
+        streamser.open(Unmappable(bad))
     assert type(ranged.value) is type(mapped.value)
     assert str(ranged.value) == str(mapped.value)
 

@@ -25,7 +25,6 @@ allocated, and an undeclared stream is cut off at ``max_size``.
 
 from __future__ import annotations
 
-import errno
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -37,7 +36,7 @@ if TYPE_CHECKING:  # imported on first use: ``import streamser`` stays fast
     import zstandard
 
 from ..errors import FormatError, LimitError, TruncatedError
-from ..spec.limits import default_max_decompressed, out_of_memory
+from ..spec.limits import default_max_decompressed, out_of_memory, refused_memory
 from .growing import GrowingBuffer, OutOfMemory, Overflow
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -209,12 +208,10 @@ def decompress(buffer: Any, *, max_size: int | None = None) -> Any:
         _seekable_frames(view, entries, out)
     try:
         return out.result()
-    except (OutOfMemory, MemoryError):  # a copy where the mapping cannot shrink in place
-        raise _no_memory(out, 0) from None  # every frame was read: no one frame to blame
-    except OSError as exc:
-        if exc.errno != errno.ENOMEM:
+    except (OutOfMemory, MemoryError, OSError) as exc:  # where the mapping cannot shrink in place
+        if not isinstance(exc, OutOfMemory) and not refused_memory(exc):
             raise
-        raise _no_memory(out, 0) from None
+        raise _no_memory(out, 0) from None  # every frame was read: no one frame to blame
 
 
 def _no_memory(out: GrowingBuffer, at: int) -> LimitError:

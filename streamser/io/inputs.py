@@ -13,7 +13,6 @@ fsspec is imported (by :mod:`.remote`) only when a URL or an fsspec file is actu
 
 from __future__ import annotations
 
-import errno
 import io
 import mmap as _mmap
 import os
@@ -25,7 +24,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from ..spec.limits import out_of_memory
+from ..spec.limits import out_of_memory, refused_memory
 from .mapping import _seekable, buffer_of
 from .ranged import FileFetcher, RangedSource, RangeOptions, file_size, read_some
 
@@ -151,7 +150,7 @@ def read_stream(fileobj: Any, first: int = 1 << 20) -> Any | None:
             try:
                 buffer.resize(2 * done)
             except (OSError, MemoryError) as exc:
-                if isinstance(exc, OSError) and exc.errno != errno.ENOMEM:
+                if not refused_memory(exc):
                     raise
                 buffer.close()
                 raise out_of_memory("reading the stream into memory", done) from None

@@ -7,7 +7,6 @@ read into memory by a few threads at once, or the bytes of anything else.
 
 from __future__ import annotations
 
-import errno
 import io
 import mmap as _mmap
 import os
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..spec.limits import out_of_memory
+from ..spec.limits import out_of_memory, refused_memory
 from .parallel import resolve_threads, run_split
 
 _MADV_POPULATE_READ = 22  # Linux 5.14: fault pages in (read) without touching them one by one
@@ -62,7 +61,7 @@ def read_whole(fd: int, size: int, *, threads: int | None = None) -> Any:
     try:
         buffer = _anonymous_memory(size)
     except (OSError, MemoryError) as exc:
-        if isinstance(exc, OSError) and exc.errno != errno.ENOMEM:
+        if not refused_memory(exc):
             raise
         raise out_of_memory(f"reserving {size:,} bytes to read the file into", 0) from None
     view = memoryview(buffer)

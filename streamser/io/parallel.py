@@ -19,11 +19,12 @@ first's, and a shared mapping written by two threads (no inode lock) is slower s
 Nor does one thread write the front of a payload while another copies its back into a shared
 mapping of the file (ext4's faults do not take the inode's lock). Measured after claims
 (Linux 6.18, ext4, 1 GiB, alternating with ``tofile``, median of 7-9 paired ratios): one
-1 GiB array 0.79x ``tofile``, four of 256 MiB 0.89x, twenty of 51 MiB 1.8x, and 1.3-2.2x when
-the two threads take alternate 8 MiB pieces. Every first touch of a mapped page is a fault
-that allocates and zeroes a page of the cache and runs the file system's ``page_mkwrite``:
-``MADV_POPULATE_WRITE`` over 20 MiB took 12 ms (1.7 GB/s), where ``write`` copies at about
-5 GB/s. It would also turn an I/O error, or a file truncated by another process, into SIGBUS.
+1 GiB array 0.79x ``tofile``, four of 256 MiB 0.89x, twenty of 51 MiB 1.8x; with the threads
+taking 8 MiB pieces as they go, 0.93x for one 1 GiB array and 1.3-2.2x for twenty. Every
+first touch of a mapped page is a fault that allocates and zeroes a page of the cache and runs
+the file system's ``page_mkwrite``: ``MADV_POPULATE_WRITE`` over 20 MiB took 12 ms (1.7 GB/s),
+where ``write`` copies at about 5 GB/s. It would also turn an I/O error, or a file truncated
+by another process, into SIGBUS.
 
 How many threads: the ``threads=`` argument of ``load`` (1 turns this off), else the
 ``STREAMSER_THREADS`` environment variable, else ``min(4, os.cpu_count())``. The pool is created

@@ -193,8 +193,8 @@ class RangedSource:
         return out
 
     def read_all(self) -> memoryview:
-        """The whole file, in one new writable buffer (parallel pieces, no second copy); the
-        start that recent parse windows hold is copied from them, not fetched again."""
+        """The whole file, in one new writable buffer (parallel pieces, no second copy); what
+        the kept parse windows hold is copied from them, not fetched again."""
         out = _new_bytes(self.size)
         gaps = self._copy_windows(out)
         if gaps:

@@ -7,6 +7,7 @@ the kernel kill the process, and a limit of 64 GiB on a machine of 24 GiB protec
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterator
@@ -187,6 +188,12 @@ class MemoryExhausted(Exception):
     def __init__(self, at: int) -> None:
         super().__init__(at)
         self.at = at
+
+
+def refused_memory(exc: BaseException) -> bool:
+    """Is ``exc`` the system refusing memory: a ``MemoryError``, or ``ENOMEM`` from ``mmap`` or
+    ``mremap`` (which Python reports as an OSError)?"""
+    return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
 
 
 def out_of_memory(what: str, at: int | None = None) -> LimitError:
