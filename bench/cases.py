@@ -38,7 +38,11 @@ CASES: dict[str, Case] = {
             "records",
             reference="index: streamser's eager load (issue 11: at most 1.5x); else none",
         ),
-        Case("memmap", "save from np.memmap inputs (a raw file mapped, not read)", "bytes"),
+        Case(
+            "memmap",
+            "save from np.memmap inputs, mapped anew before each run (file cached, not read)",
+            "bytes",
+        ),
         Case(
             "compressed",
             "20 float32 tensors, zstd level 3, 2 threads",

@@ -18,7 +18,8 @@ not pay, at moments that vary from run to run. What a run allocates is collected
 
 Before each run, untimed, the same for every contender: garbage is collected and the C heap
 trimmed, a save's old output deleted, dirty pages written back (``sync``; with ``--cold``
-the page cache is dropped instead), the input and the contender's buffers touched, and a scratch
+the page cache is dropped instead), the input and the contender's buffers touched (the memmap
+case maps its input anew instead: see ``prepare_run``), and a scratch
 region as large as the data written and freed (see ``warm``). The run notes its window on the
 system-wide monotonic clock (the parent samples this process's memory meanwhile), its wall and
 CPU time, its memory just before and after, and the kernel's RSS high-water mark. When asked,
@@ -193,7 +194,14 @@ class Worker:
                 self.notes.append(why_not)
         else:
             os.sync()
-        warm.touch_value(self.value)
+        if self.op == "save" and self.ctx.case == "memmap":
+            # New mappings for every run, never read through: the file's pages are in the page
+            # cache (the keeper's own mapping keeps them there), none is in this process's
+            # page tables yet, as when a user maps a raw file and saves it.
+            self.value = make_input(self.ctx)
+            self.prepared[contender.name] = contender.prepare(self.value, self.ctx)
+        else:
+            warm.touch_value(self.value)
         for buffer in contender.buffers():
             warm.touch(buffer)
         warm.scratch(self.work_bytes)

@@ -15,7 +15,7 @@ from .graph.reader import GraphReader
 from .graph.writer import GraphWriter
 from .io.mapping import _seekable, buffer_of, parsing
 from .io.preallocate import claimer_for
-from .io.sink import Sink, WriteTarget, raw_fd, writer_for
+from .io.sink import Sink, WriteTarget, kernel_copy_target, writer_for
 from .spec.detect import sniff_ascii
 from .spec.format import FORMATS, Format, get_format
 from .spec.grammar import decode_string
@@ -150,7 +150,9 @@ class Writer:
     ) -> None:
         self.format: Format = get_format(format)
         self._file = fileobj
-        self._sink = Sink(writer_for(fileobj), buffer_size, raw_fd(fileobj), claimer_for(fileobj))
+        self._sink = Sink(
+            writer_for(fileobj), buffer_size, kernel_copy_target(fileobj), claimer_for(fileobj)
+        )
         self._encoder = encoder_for(self.format, self._sink)
         self._serial = serial_hook(serial)
         self._graph = GraphWriter(

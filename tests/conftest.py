@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import streamser.io.sink
 from bench.loopback import CountingProxy, RangeHTTPServer, SeaweedFS
 
 
@@ -81,3 +82,10 @@ def http_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def http_server(http_folder: Path) -> Iterator[RangeHTTPServer]:
     with RangeHTTPServer(http_folder) as server:
         yield server
+
+
+@pytest.fixture
+def server_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file counts as one on NFS or SMB, whose server performs ``copy_file_range``: the
+    kernel-copy path streamser takes there, exercised on the local file system."""
+    monkeypatch.setattr(streamser.io.sink, "copies_on_server", lambda fd: True)

@@ -317,6 +317,7 @@ def test_save_starts_write_back_as_it_goes(tmp_path: Path, monkeypatch: pytest.M
     assert sum(count for _, count in calls) <= path.stat().st_size
 
 
+@pytest.mark.usefixtures("server_copies")
 def test_write_back_covers_bytes_copied_in_the_kernel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -81,7 +81,13 @@ def test_saves_claim_each_big_payload_where_it_lands(disk_dir: Path, spy: Spy) -
         assert data[offset : offset + length] in payloads
 
 
-def test_atomic_saves_and_kernel_copies_claim_too(disk_dir: Path, spy: Spy) -> None:
+@pytest.mark.parametrize("server", [False, True], ids=["windows", "kernel-copy"])
+def test_atomic_saves_and_memmaps_claim_once(
+    disk_dir: Path, spy: Spy, monkeypatch: pytest.MonkeyPatch, server: bool
+) -> None:
+    """A memmap's data arrives in several pieces (mapped windows) or through copy_file_range
+    (file servers): its blocks are claimed once, for all of it."""
+    monkeypatch.setattr(streamser.io.sink, "copies_on_server", lambda fd: server)
     raw = disk_dir / "source.raw"
     np.arange(5 << 20, dtype=np.float32).tofile(raw)  # 20 MiB: above the kernel-copy size
     value = {"mapped": np.memmap(raw, np.float32, "r")}

@@ -13,7 +13,7 @@ import pytest
 
 import streamser
 from streamser.io import sink as sink_module
-from streamser.io.sink import DIRECT_THRESHOLD, WRITE_PIECE, Sink, raw_fd, writer_for
+from streamser.io.sink import DIRECT_THRESHOLD, WRITE_PIECE, Sink, kernel_copy_target, writer_for
 
 
 class Target:
@@ -71,19 +71,70 @@ def test_the_drained_piece_is_a_copy_the_target_may_keep() -> None:
     assert all(type(piece) is bytes for piece in target.pieces)
 
 
-def test_kernel_copies_only_to_raw_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("buffering", [0, -1])
+@pytest.mark.parametrize("mode", ["wb", "w+b"])
+@pytest.mark.usefixtures("server_copies")
+def test_kernel_copies_land_in_order_and_keep_tell_true(
+    tmp_path: Path, buffering: int, mode: str
+) -> None:
+    """Unbuffered or under a buffer: the copy goes after what was written before it, and the
+    file's position (what ``tell()`` and the next write use) moves past it."""
     source = tmp_path / "source.bin"
     source.write_bytes(bytes(range(256)) * 16)
-    with open(tmp_path / "out.bin", "wb", buffering=0) as raw:
-        sink = Sink(writer_for(raw), fd=raw_fd(raw))
+    with open(tmp_path / "out.bin", mode, buffering=buffering) as out:
+        sink = Sink(writer_for(out), copy_target=kernel_copy_target(out))
         sink.write(b"<")
         copied = sink.copy_from_file(str(source), 16, 1000)
-        sink.write_large(memoryview(source.read_bytes()[16 + copied : 1016]))
+        assert copied == 1000
+        assert out.tell() == 1001
         sink.write(b">")
         sink.drain()
-    assert (tmp_path / "out.bin").read_bytes() == b"<" + source.read_bytes()[16:1016] + b">"
-    assert raw_fd(io.BytesIO()) is None
-    assert Sink(Target()).copy_from_file(str(source), 0, 10) == 0  # no descriptor: the caller
+        out.write(b"!")  # the caller's own write, after the save's bytes
+    assert (tmp_path / "out.bin").read_bytes() == b"<" + source.read_bytes()[16:1016] + b">!"
+
+
+def test_kernel_copies_go_only_to_plain_files_on_file_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(bytes(range(256)))
+    with open(tmp_path / "local.bin", "wb") as local:
+        assert kernel_copy_target(local) is (
+            local if sink_module.copies_on_server(local.fileno()) else None
+        )
+    monkeypatch.setattr(sink_module, "copies_on_server", lambda fd: True)
+    with open(tmp_path / "served.bin", "wb") as served:
+        assert kernel_copy_target(served) is served
+    assert kernel_copy_target(io.BytesIO()) is None
+    with open(tmp_path / "appended.bin", "ab") as appended:  # copy_file_range refuses O_APPEND
+        assert kernel_copy_target(appended) is None
+    with open(tmp_path / "text.txt", "w") as text:
+        assert kernel_copy_target(text) is None
+    assert Sink(Target()).copy_from_file(str(source), 0, 10) == 0  # the caller writes it all
+
+
+@pytest.mark.usefixtures("server_copies")
+def test_a_failed_kernel_copy_leaves_the_position_after_what_it_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(bytes(range(256)) * 64)
+    real = sink_module.os.copy_file_range
+
+    def half_then_fail(src: int, dst: int, count: int, *offsets: Any) -> int:
+        if count < 4000:
+            raise OSError(5, "Input/output error")
+        return real(src, dst, count // 2, *offsets)
+
+    monkeypatch.setattr(sink_module.os, "copy_file_range", half_then_fail)
+    with open(tmp_path / "out.bin", "wb") as out:
+        sink = Sink(writer_for(out), copy_target=kernel_copy_target(out))
+        copied = sink.copy_from_file(str(source), 0, 6000)
+        assert copied == 3000
+        assert out.tell() == 3000
+        sink.write_large(memoryview(source.read_bytes()[copied:6000]))
+        sink.drain()
+    assert (tmp_path / "out.bin").read_bytes() == source.read_bytes()[:6000]
 
 
 class Recording(io.FileIO):

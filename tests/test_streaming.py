@@ -100,6 +100,7 @@ def _big_memmap(path: Path, mode: str) -> np.memmap[Any, Any]:
     return np.memmap(path, dtype=np.float32, mode=mode, shape=(5, 1 << 20))
 
 
+@pytest.mark.usefixtures("server_copies")
 def test_shared_memmap_goes_through_the_kernel(tmp_path: Path, monkeypatch: Any) -> None:
     calls: list[int] = []
     real = streamser.io.sink.os.copy_file_range
@@ -117,6 +118,92 @@ def test_shared_memmap_goes_through_the_kernel(tmp_path: Path, monkeypatch: Any)
     loaded = streamser.load(tmp_path / "k.t7")["w"]
     assert loaded[4, :4].tolist() == [-1.0, -1.0, -1.0, 4.0]
     assert loaded[:, 10].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def _counting_copies(monkeypatch: Any) -> list[int]:
+    calls: list[int] = []
+    real = streamser.io.sink.os.copy_file_range
+
+    def counting(*args: Any) -> int:
+        calls.append(args[2])
+        result: int = real(*args)
+        return result
+
+    monkeypatch.setattr(streamser.io.sink.os, "copy_file_range", counting)
+    return calls
+
+
+@pytest.mark.usefixtures("server_copies")
+def test_a_memmap_already_faulted_in_is_written_through_its_mapping(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Through a mapping this process has already touched, write() is the fast path (no page
+    faults left to take); the kernel copy is for mappings not yet read."""
+    calls = _counting_copies(monkeypatch)
+    source = _big_memmap(tmp_path / "raw.bin", "r")
+    assert float(source.sum()) == 1.0 * (0 + 1 + 2 + 3 + 4) * (1 << 20)  # every page faulted in
+    streamser.save(tmp_path / "k.t7", {"w": source})
+    assert calls == []
+    assert (tmp_path / "k.t7").read_bytes() == streamser.serialize({"w": np.asarray(source)})
+    fresh = _big_memmap(tmp_path / "raw.bin", "r")  # the same file, a new mapping
+    streamser.save(tmp_path / "f.t7", {"w": fresh})
+    assert calls
+    assert (tmp_path / "f.t7").read_bytes() == (tmp_path / "k.t7").read_bytes()
+
+
+@pytest.mark.usefixtures("server_copies")
+@pytest.mark.parametrize("mode", ["wb", "w+b"])
+def test_a_memmap_reaches_a_buffered_file_through_the_kernel(
+    tmp_path: Path, monkeypatch: Any, mode: str
+) -> None:
+    """``open(path, "wb")`` is a buffered file: flushed before the copy and moved past it
+    after, so what the caller writes next lands after the saved value."""
+    calls = _counting_copies(monkeypatch)
+    source = _big_memmap(tmp_path / "raw.bin", "r")
+    value = {"w": source, "name": "first"}
+    with open(tmp_path / "two.t7", mode) as out:
+        streamser.save(out, value)
+        assert out.tell() == out.seek(0, 2)
+        streamser.save(out, "second")
+    assert calls
+    expected = streamser.serialize({"w": np.array(source), "name": "first"})
+    data = (tmp_path / "two.t7").read_bytes()
+    assert data == expected + streamser.serialize("second")
+
+
+def test_a_fresh_memmap_on_a_local_disk_is_written_from_mapped_windows(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """No file server: no kernel copy; the file is mapped again a window at a time (faulted in
+    at once, unmapped once written) and the user's own mapping is never faulted in."""
+    from streamser.io import arrays, windows
+
+    calls = _counting_copies(monkeypatch)
+    monkeypatch.setattr(streamser.io.sink, "copies_on_server", lambda fd: False)
+    monkeypatch.setattr(windows, "WINDOW", 3 << 20)  # 20 MiB in 7 windows
+    handed: list[int] = []
+    real = windows.write_mapped
+
+    def counting(path: str, offset: int, count: int, write: Any) -> int:
+        done = real(path, offset, count, lambda view: (handed.append(view.nbytes), write(view)))
+        return done
+
+    monkeypatch.setattr(streamser.codecs.binary, "write_mapped", counting)
+    source = _big_memmap(tmp_path / "raw.bin", "r")
+    with open(tmp_path / "w.t7", "wb") as out:  # a buffered file, as users open them
+        streamser.save(out, {"w": source, "tail": 1})
+    assert calls == []
+    assert handed == [3 << 20] * 6 + [2 << 20]
+    assert not arrays.mostly_mapped_in(source)  # the user's mapping was not read
+    expected = streamser.serialize({"w": np.array(source), "tail": 1})
+    assert (tmp_path / "w.t7").read_bytes() == expected
+
+
+def test_a_memmap_whose_file_is_gone_is_written_from_its_mapping(tmp_path: Path) -> None:
+    source = _big_memmap(tmp_path / "raw.bin", "r")
+    (tmp_path / "raw.bin").unlink()  # the mapping keeps the data; the path no longer does
+    streamser.save(tmp_path / "gone.t7", {"w": source})
+    np.testing.assert_array_equal(streamser.load(tmp_path / "gone.t7")["w"], source)
 
 
 def test_copy_on_write_memmap_is_written_from_memory(tmp_path: Path, monkeypatch: Any) -> None:

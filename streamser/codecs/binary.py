@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, TruncatedError, UnsupportedValueError
-from ..io.arrays import ChunkSource, byte_view, file_region, iter_chunks
+from ..io.arrays import ChunkSource, byte_view, file_region, iter_chunks, mostly_mapped_in
 from ..io.sink import DIRECT_THRESHOLD, Sink
+from ..io.windows import write_mapped
 from ..spec.format import INT32_MAX, INT32_MIN, ElementType
 from .convert import convert_chunk
 
@@ -216,18 +217,26 @@ class BinaryEncoder:
         """Let the sink drain what has gathered (called once per value by the graph writer)."""
         self.sink.settle()
 
+    def _write_claimed(self, data: memoryview) -> None:
+        self.sink.write_large(data, claimed=True)
+
     def write_array(self, element: ElementType, data: np.ndarray[Any, Any] | ChunkSource) -> None:
         """Write ``data``'s elements in C order, converting in bounded chunks if needed; a
         :class:`ChunkSource` (a lazily read storage) is read and written a chunk at a time."""
         dtype = element.file_dtype(self.long_size)
         if isinstance(data, np.ndarray) and data.dtype == dtype and data.flags.c_contiguous:
             region = file_region(data) if data.nbytes >= CHUNK_BYTES else None
-            if region is None:  # as it is, in one piece: the sink cuts it for its target
-                self.sink.write_large(byte_view(data))
+            if region is None or mostly_mapped_in(data):  # as it is, in one piece: the sink
+                self.sink.write_large(byte_view(data))  # cuts it for its target
                 return
-            # np.memmap of a file: file to file in the kernel, never through our memory
-            copied = self.sink.copy_from_file(region[0], region[1], data.nbytes)
-            rest = byte_view(data)[copied:]  # resume at the byte, even inside an element
+            # An np.memmap not faulted in yet: copied by the file server where there is one,
+            # else written from windows of the file mapped and faulted in at once
+            path, offset = region
+            done = self.sink.copy_from_file(path, offset, data.nbytes)
+            if done < data.nbytes:
+                self.sink.claim(data.nbytes - done)
+                done += write_mapped(path, offset + done, data.nbytes - done, self._write_claimed)
+            rest = byte_view(data)[done:]  # resume at the byte, even inside an element
             if rest.nbytes:
                 self.sink.write_large(rest)
             return

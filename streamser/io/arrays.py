@@ -7,6 +7,7 @@ its bytes come from, whether the kernel can copy them file to file) and the lazy
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -69,6 +70,37 @@ def file_region(array: Array) -> tuple[str, int] | None:
     if not filename:
         return None
     return str(filename), int(mapped.offset) + address_of(array) - address_of(mapped)
+
+
+def mostly_mapped_in(array: Array, samples: int = 32) -> bool:
+    """Are most of ``array``'s pages already in this process's page tables (Linux)?
+
+    Writing a mapped file's bytes out through the mapping costs a page fault per few pages
+    not yet mapped: on a fresh ``np.memmap`` of 2 GiB that made ``write`` slower than the
+    kernel's file-to-file copy (``tofile`` 1.01 s, ``copy_file_range`` 0.65 s), while through
+    a mapping already faulted in ``write`` is much faster (0.27 s against 0.75 s). Evenly
+    spaced pages are looked up in ``/proc/self/pagemap`` (bit 63: present), a few
+    microseconds each. False where that file cannot be read.
+    """
+    page = mmap.PAGESIZE
+    first = address_of(array) // page
+    pages = max(1, (address_of(array) + array.nbytes - 1) // page - first + 1)
+    try:
+        fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        present = 0
+        for k in range(samples):
+            entry = os.pread(fd, 8, (first + pages * k // samples) * 8)
+            if len(entry) < 8:
+                return False
+            present += entry[7] >> 7
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return present * 2 > samples
 
 
 def byte_view(array: Array) -> memoryview:

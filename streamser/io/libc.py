@@ -30,3 +30,20 @@ def libc_function(name: str, argtypes: tuple[Any, ...], restype: Any) -> Callabl
     function.restype = restype
     result: Callable[..., int] = function
     return result
+
+
+def file_system_type(fd: int) -> int | None:
+    """The ``f_type`` of the file system holding ``fd`` (``fstatfs``), or None where unknown."""
+    import ctypes
+    import sys
+
+    signature = (ctypes.c_int, ctypes.c_void_p)
+    fstatfs = libc_function("fstatfs64", signature, ctypes.c_int)  # glibc
+    if fstatfs is None and sys.maxsize > 2**32:  # musl: fstatfs is the 64-bit one
+        fstatfs = libc_function("fstatfs", signature, ctypes.c_int)
+    if fstatfs is None:
+        return None
+    result = ctypes.create_string_buffer(256)  # struct statfs64 is 120 bytes on 64-bit Linux
+    if fstatfs(fd, result) != 0:
+        return None
+    return ctypes.c_long.from_buffer(result).value & 0xFFFFFFFF  # f_type, the first field

@@ -83,21 +83,9 @@ def _appends(fd: int) -> bool:
 
 def _in_memory(fd: int) -> bool:
     """Is the file on tmpfs or ramfs? (False where the file system's type cannot be read.)"""
-    import ctypes
+    from .libc import file_system_type
 
-    from .libc import libc_function
-
-    signature = (ctypes.c_int, ctypes.c_void_p)
-    fstatfs = libc_function("fstatfs64", signature, ctypes.c_int)  # glibc
-    if fstatfs is None and sys.maxsize > 2**32:  # musl: fstatfs is the 64-bit one
-        fstatfs = libc_function("fstatfs", signature, ctypes.c_int)
-    if fstatfs is None:
-        return False
-    result = ctypes.create_string_buffer(256)  # struct statfs64 is 120 bytes on 64-bit Linux
-    if fstatfs(fd, result) != 0:
-        return False
-    kind = ctypes.c_long.from_buffer(result).value & 0xFFFFFFFF  # f_type, the first field
-    return kind in _IN_MEMORY
+    return file_system_type(fd) in _IN_MEMORY
 
 
 def _load_fallocate() -> Callable[[int, int, int, int], int] | None:

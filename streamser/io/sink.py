@@ -30,24 +30,25 @@ WRITE_PIECE = 64 << 20
 class Sink:
     """Buffers small writes for ``write`` (a function taking bytes-like objects).
 
-    ``fd`` is the target's file descriptor when bytes may also be put there behind ``write``'s
-    back (an unbuffered file), which enables :meth:`copy_from_file`. ``claim``, when given, is
-    told the size of every large payload just before it is written, so the file's blocks can
-    be claimed at once (see :mod:`streamser.io.preallocate`).
+    ``copy_target`` is the file itself when bytes may also be put there behind ``write``'s back
+    (a plain file on a file server, see :func:`kernel_copy_target`), which enables
+    :meth:`copy_from_file`. ``claim``, when given, is told the size of every large payload
+    just before it is written, so the file's blocks can be claimed at once (see
+    :mod:`streamser.io.preallocate`).
     """
 
-    __slots__ = ("_claim", "_drained", "_fd", "_target", "_write", "buffer")
+    __slots__ = ("_claim", "_copy_target", "_drained", "_target", "_write", "buffer")
 
     def __init__(
         self,
         write: Callable[[Any], object],
         target: int = DEFAULT_TARGET,
-        fd: int | None = None,
+        copy_target: io.IOBase | None = None,
         claim: Callable[[int], None] | None = None,
     ) -> None:
         self._write = write
         self._target = target
-        self._fd = fd
+        self._copy_target = copy_target
         self._claim = claim
         self.buffer = bytearray()  # appended to by encoders; the same object for the sink's life
         self._drained = 0  # bytes handed to the target so far
@@ -72,43 +73,59 @@ class Sink:
         if len(self.buffer) >= self._target:
             self.drain()
 
-    def write_large(self, data: memoryview) -> None:
-        """Write a payload without copying it into the buffer when it is large."""
+    def write_large(self, data: memoryview, claimed: bool = False) -> None:
+        """Write a payload without copying it into the buffer when it is large. ``claimed``:
+        its blocks were claimed already, with the payload it continues (see :meth:`claim`)."""
         if data.nbytes < DIRECT_THRESHOLD:
             self.buffer += data
             return
         self.drain()
-        if self._claim is not None:
+        if self._claim is not None and not claimed:
             self._claim(data.nbytes)
         self._write(data)
         self._drained += data.nbytes
+
+    def claim(self, nbytes: int) -> None:
+        """Claim the blocks of the next ``nbytes`` at once, for a payload that will arrive in
+        several ``write_large(..., claimed=True)`` calls."""
+        self.drain()
+        if self._claim is not None:
+            self._claim(nbytes)
 
     def copy_from_file(self, path: str, offset: int, count: int) -> int:
         """Copy ``count`` bytes of the file at ``path`` from ``offset`` inside the kernel.
 
         Returns how many bytes were copied (0 where the platform, the file systems or the
-        target do not allow it); the caller writes the rest itself.
+        target do not allow it); the caller writes the rest itself. A buffered file is flushed
+        first and told its new position after, so its ``tell()`` stays true.
         """
-        if self._fd is None or not hasattr(os, "copy_file_range"):
+        target = self._copy_target
+        if target is None or not hasattr(os, "copy_file_range"):
             return 0
         self.drain()
-        copied = 0
+        target.flush()
         try:
             source = os.open(path, os.O_RDONLY)
         except OSError:
             return 0
         if self._claim is not None:
             self._claim(count)
+        start, copied = target.tell(), 0
         try:
+            fd = target.fileno()
             while copied < count:
-                step = os.copy_file_range(source, self._fd, count - copied, offset + copied)
+                step = os.copy_file_range(
+                    source, fd, count - copied, offset + copied, start + copied
+                )
                 if step <= 0:
                     break
                 copied += step
         except OSError:
-            pass  # e.g. EXDEV or EINVAL on older kernels: the caller writes what is left
+            pass  # e.g. EXDEV, or EBADF for a file opened to append: the caller writes the rest
         finally:
             os.close(source)
+            if copied:
+                target.seek(start + copied)  # the copy wrote at explicit offsets
         self._drained += copied
         return copied
 
@@ -126,14 +143,34 @@ class WriteTarget(Protocol):
     def write(self, data: Any, /) -> Any: ...
 
 
-def raw_fd(fileobj: Any) -> int | None:
-    """The descriptor of an unbuffered file, where kernel copies can go; None otherwise."""
-    if not isinstance(fileobj, io.FileIO):
+# statfs f_type of the file systems whose copy_file_range has the server copy the bytes (NFS
+# 4.2, SMB): the data never crosses the network. On local file systems the kernel copies through
+# a pipe, slower than writing from a mapping (see streamser.io.windows): there it is not used.
+SERVER_COPY_TYPES = frozenset({0x6969, 0xFF534D42, 0xFE534D42})  # NFS, CIFS, SMB2
+
+
+def copies_on_server(fd: int) -> bool:
+    """Is ``fd`` on a network file system whose server performs ``copy_file_range``?"""
+    from .libc import file_system_type
+
+    return file_system_type(fd) in SERVER_COPY_TYPES
+
+
+def kernel_copy_target(fileobj: Any) -> io.IOBase | None:
+    """``fileobj`` when bytes of another file are best copied into it by its file server: a
+    plain file opened by Python on NFS or SMB, unbuffered or under a buffer (flushed before and
+    repositioned after each copy). None for anything else (local files, memory, compressors,
+    sockets, files opened to append)."""
+    buffered = isinstance(fileobj, (io.BufferedWriter, io.BufferedRandom))
+    raw = fileobj.raw if buffered else fileobj
+    if not isinstance(raw, io.FileIO) or not isinstance(fileobj, io.IOBase):
         return None
     try:
-        return fileobj.fileno()
+        if not fileobj.seekable() or "a" in raw.mode or not copies_on_server(raw.fileno()):
+            return None
     except (OSError, ValueError):
         return None
+    return fileobj
 
 
 def writer_for(fileobj: WriteTarget) -> Callable[[Any], object]:
