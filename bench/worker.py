@@ -211,8 +211,8 @@ class Worker:
         """One run: ``inner`` timings of the operation back to back (a batch, for operations
         of a few milliseconds), after one preparation; the best of the batch is the run's."""
         contender = get(name)
+        self.prepare_run(contender)  # first: the memmap case makes the run's input here
         operation = self.operation(contender)
-        self.prepare_run(contender)
         before, io_before = procmem.own_memory(), io_counters()
         procmem.reset_peak()
         timings, result = self.batch(contender, operation, inner)

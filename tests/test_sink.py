@@ -5,6 +5,7 @@ so that a storage keeps its own zstd frames."""
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,11 @@ import pytest
 import streamser
 from streamser.io import sink as sink_module
 from streamser.io.sink import DIRECT_THRESHOLD, WRITE_PIECE, Sink, kernel_copy_target, writer_for
+
+
+def identity(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_dev, status.st_ino
 
 
 class Target:
@@ -84,7 +90,7 @@ def test_kernel_copies_land_in_order_and_keep_tell_true(
     with open(tmp_path / "out.bin", mode, buffering=buffering) as out:
         sink = Sink(writer_for(out), copy_target=kernel_copy_target(out))
         sink.write(b"<")
-        copied = sink.copy_from_file(str(source), 16, 1000)
+        copied = sink.copy_from_file(str(source), 16, 1000, identity(source))
         assert copied == 1000
         assert out.tell() == 1001
         sink.write(b">")
@@ -98,19 +104,46 @@ def test_kernel_copies_go_only_to_plain_files_on_file_servers(
 ) -> None:
     source = tmp_path / "source.bin"
     source.write_bytes(bytes(range(256)))
-    with open(tmp_path / "local.bin", "wb") as local:
-        assert kernel_copy_target(local) is (
-            local if sink_module.copies_on_server(local.fileno()) else None
-        )
+    with open(tmp_path / "local.bin", "wb") as local:  # the test folder is on a local disk
+        assert not sink_module.copies_on_server(local.fileno())
+        assert kernel_copy_target(local) is None
     monkeypatch.setattr(sink_module, "copies_on_server", lambda fd: True)
     with open(tmp_path / "served.bin", "wb") as served:
         assert kernel_copy_target(served) is served
-    assert kernel_copy_target(io.BytesIO()) is None
     with open(tmp_path / "appended.bin", "ab") as appended:  # copy_file_range refuses O_APPEND
         assert kernel_copy_target(appended) is None
     with open(tmp_path / "text.txt", "w") as text:
         assert kernel_copy_target(text) is None
-    assert Sink(Target()).copy_from_file(str(source), 0, 10) == 0  # the caller writes it all
+    assert kernel_copy_target(io.BytesIO()) is None
+    assert Sink(Target()).copy_from_file(str(source), 0, 10, identity(source)) == 0
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm")
+def test_the_file_system_type_is_read() -> None:
+    from streamser.io.libc import file_system_type
+
+    fd = os.open("/dev/shm", os.O_RDONLY)
+    try:
+        assert file_system_type(fd) == 0x01021994  # tmpfs
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.usefixtures("server_copies")
+def test_a_name_that_now_holds_another_file_is_not_copied(tmp_path: Path) -> None:
+    """The kernel copy opens the file by name: if the name holds another file than the one
+    the array maps (replaced since), nothing is copied and the caller writes from memory."""
+    source = tmp_path / "source.bin"
+    source.write_bytes(bytes(range(256)) * 16)
+    mapped = identity(source)
+    replacement = tmp_path / "new.bin"
+    replacement.write_bytes(bytes(4096))
+    os.replace(replacement, source)
+    with open(tmp_path / "out.bin", "wb") as out:
+        sink = Sink(writer_for(out), copy_target=kernel_copy_target(out))
+        assert sink.copies_files
+        assert sink.copy_from_file(str(source), 0, 1000, mapped) == 0
+        assert sink.copy_from_file(str(source), 0, 1000, None) == 0  # identity unknown
 
 
 @pytest.mark.usefixtures("server_copies")
@@ -129,7 +162,7 @@ def test_a_failed_kernel_copy_leaves_the_position_after_what_it_copied(
     monkeypatch.setattr(sink_module.os, "copy_file_range", half_then_fail)
     with open(tmp_path / "out.bin", "wb") as out:
         sink = Sink(writer_for(out), copy_target=kernel_copy_target(out))
-        copied = sink.copy_from_file(str(source), 0, 6000)
+        copied = sink.copy_from_file(str(source), 0, 6000, identity(source))
         assert copied == 3000
         assert out.tell() == 3000
         sink.write_large(memoryview(source.read_bytes()[copied:6000]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import os
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,39 +172,77 @@ def test_a_memmap_reaches_a_buffered_file_through_the_kernel(
     assert data == expected + streamser.serialize("second")
 
 
-def test_a_fresh_memmap_on_a_local_disk_is_written_from_mapped_windows(
-    tmp_path: Path, monkeypatch: Any
+@pytest.mark.parametrize("populate", [True, False], ids=["madvise", "touched"])
+def test_a_fresh_memmap_on_a_local_disk_is_written_a_window_at_a_time(
+    tmp_path: Path, monkeypatch: Any, populate: bool
 ) -> None:
-    """No file server: no kernel copy; the file is mapped again a window at a time (faulted in
-    at once, unmapped once written) and the user's own mapping is never faulted in."""
+    """No file server: no kernel copy; the user's own mapping is faulted in a window at a time
+    (one madvise, or a read per page where the kernel refuses it), written, and let go of."""
     from streamser.io import arrays, windows
 
     calls = _counting_copies(monkeypatch)
     monkeypatch.setattr(streamser.io.sink, "copies_on_server", lambda fd: False)
     monkeypatch.setattr(windows, "WINDOW", 3 << 20)  # 20 MiB in 7 windows
+    monkeypatch.setattr(windows, "_populate_refused", not populate)
     handed: list[int] = []
-    real = windows.write_mapped
+    real = streamser.codecs.binary.write_in_windows
 
-    def counting(path: str, offset: int, count: int, write: Any) -> int:
-        done = real(path, offset, count, lambda view: (handed.append(view.nbytes), write(view)))
-        return done
+    def counting(array: Any, place: Any, write: Any, start: int = 0) -> None:
+        real(array, place, lambda view: (handed.append(view.nbytes), write(view)), start)
 
-    monkeypatch.setattr(streamser.codecs.binary, "write_mapped", counting)
+    monkeypatch.setattr(streamser.codecs.binary, "write_in_windows", counting)
     source = _big_memmap(tmp_path / "raw.bin", "r")
     with open(tmp_path / "w.t7", "wb") as out:  # a buffered file, as users open them
         streamser.save(out, {"w": source, "tail": 1})
     assert calls == []
     assert handed == [3 << 20] * 6 + [2 << 20]
-    assert not arrays.mostly_mapped_in(source)  # the user's mapping was not read
+    assert not arrays.mostly_mapped_in(source)  # each window let go of once written
     expected = streamser.serialize({"w": np.array(source), "tail": 1})
     assert (tmp_path / "w.t7").read_bytes() == expected
 
 
-def test_a_memmap_whose_file_is_gone_is_written_from_its_mapping(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", [False, True], ids=["local", "file-server"])
+def test_a_memmap_whose_file_was_replaced_saves_the_array_s_bytes(
+    tmp_path: Path, monkeypatch: Any, server: bool
+) -> None:
+    """The name now holds another file (an atomic replace): what is saved is what the array
+    holds, the file it maps, on every target."""
+    monkeypatch.setattr(streamser.io.sink, "copies_on_server", lambda fd: server)
+    source = _big_memmap(tmp_path / "raw.bin", "r")
+    other = np.memmap(tmp_path / "new.bin", dtype=np.float32, mode="w+", shape=(5, 1 << 20))
+    other[:] = 9.0
+    other.flush()
+    del other
+    os.replace(tmp_path / "new.bin", tmp_path / "raw.bin")
+    expected = np.arange(5, dtype=np.float32)[:, None] * np.ones((1, 1 << 20), np.float32)
+    streamser.save(tmp_path / "path.t7", {"w": source})
+    with open(tmp_path / "file.t7", "wb") as out:
+        streamser.save(out, {"w": source})
+    for saved in (tmp_path / "path.t7", tmp_path / "file.t7"):
+        np.testing.assert_array_equal(streamser.load(saved)["w"], expected)
+    np.testing.assert_array_equal(
+        streamser.deserialize(streamser.serialize({"w": source}))["w"], expected
+    )
+
+
+def test_a_memmap_whose_file_is_gone_is_still_saved(tmp_path: Path) -> None:
     source = _big_memmap(tmp_path / "raw.bin", "r")
     (tmp_path / "raw.bin").unlink()  # the mapping keeps the data; the path no longer does
     streamser.save(tmp_path / "gone.t7", {"w": source})
     np.testing.assert_array_equal(streamser.load(tmp_path / "gone.t7")["w"], source)
+
+
+def test_a_memmap_whose_file_was_truncated_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """Reading the array past the file's new end would be SIGBUS: the save refuses it with a
+    clear error, and the file it would have replaced is untouched."""
+    source = _big_memmap(tmp_path / "raw.bin", "r")
+    os.truncate(tmp_path / "raw.bin", 1 << 20)
+    (tmp_path / "old.t7").write_bytes(streamser.serialize({"w": 1}))
+    before = (tmp_path / "old.t7").read_bytes()
+    with pytest.raises(streamser.UnsupportedValueError, match="truncated after it was mapped"):
+        streamser.save(tmp_path / "old.t7", {"w": source})
+    assert (tmp_path / "old.t7").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.t7", "raw.bin"]
 
 
 def test_copy_on_write_memmap_is_written_from_memory(tmp_path: Path, monkeypatch: Any) -> None:

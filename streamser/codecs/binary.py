@@ -17,9 +17,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, TruncatedError, UnsupportedValueError
-from ..io.arrays import ChunkSource, byte_view, file_region, iter_chunks, mostly_mapped_in
+from ..io.arrays import (
+    ChunkSource,
+    byte_view,
+    file_mapping,
+    iter_chunks,
+    mapped_file_identity,
+    mostly_mapped_in,
+)
 from ..io.sink import DIRECT_THRESHOLD, Sink
-from ..io.windows import write_mapped
+from ..io.windows import write_in_windows
 from ..spec.format import INT32_MAX, INT32_MIN, ElementType
 from .convert import convert_chunk
 
@@ -225,20 +232,19 @@ class BinaryEncoder:
         :class:`ChunkSource` (a lazily read storage) is read and written a chunk at a time."""
         dtype = element.file_dtype(self.long_size)
         if isinstance(data, np.ndarray) and data.dtype == dtype and data.flags.c_contiguous:
-            region = file_region(data) if data.nbytes >= CHUNK_BYTES else None
-            if region is None or mostly_mapped_in(data):  # as it is, in one piece: the sink
+            place = file_mapping(data) if data.nbytes >= CHUNK_BYTES else None
+            if place is None or mostly_mapped_in(data):  # as it is, in one piece: the sink
                 self.sink.write_large(byte_view(data))  # cuts it for its target
                 return
             # An np.memmap not faulted in yet: copied by the file server where there is one,
-            # else written from windows of the file mapped and faulted in at once
-            path, offset = region
-            done = self.sink.copy_from_file(path, offset, data.nbytes)
+            # else written a window at a time, each faulted in with one call first
+            done = 0
+            if self.sink.copies_files:
+                identity = mapped_file_identity(data)
+                done = self.sink.copy_from_file(place.path, place.offset, data.nbytes, identity)
             if done < data.nbytes:
                 self.sink.claim(data.nbytes - done)
-                done += write_mapped(path, offset + done, data.nbytes - done, self._write_claimed)
-            rest = byte_view(data)[done:]  # resume at the byte, even inside an element
-            if rest.nbytes:
-                self.sink.write_large(rest)
+                write_in_windows(data, place, self._write_claimed, start=done)
             return
         for chunk in iter_chunks(data, CHUNK_BYTES):
             if chunk.dtype != dtype:  # byte order, a cast, or b32 Longs keeping their low 32 bits

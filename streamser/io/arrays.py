@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import sys
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -54,8 +55,17 @@ def address_of(array: Array) -> int:
     return int(array.__array_interface__["data"][0])
 
 
-def file_region(array: Array) -> tuple[str, int] | None:
-    """(path, byte offset) of a contiguous array that is a shared mapping of a file.
+class FileMapping(NamedTuple):
+    """Where a contiguous array's bytes lie, when it views a shared mapping of a file."""
+
+    mapping: mmap.mmap  # the mapping the array views (the user's own)
+    start: int  # byte offset of the array's first byte inside ``mapping``
+    path: str  # the file's name when it was mapped (it may name another file since)
+    offset: int  # byte offset of the array's first byte in that file
+
+
+def file_mapping(array: Array) -> FileMapping | None:
+    """The shared file mapping a contiguous array views, or None.
 
     Only ``np.memmap`` arrays mapped shared (modes r, r+, w+) qualify: there the page cache is
     the file's content, so a kernel copy of the file sees exactly the array's bytes, edits
@@ -69,18 +79,44 @@ def file_region(array: Array) -> tuple[str, int] | None:
     filename = getattr(mapped, "filename", None)
     if not filename:
         return None
-    return str(filename), int(mapped.offset) + address_of(array) - address_of(mapped)
+    mapping = mapped.base
+    if not isinstance(mapping, mmap.mmap):
+        return None
+    try:
+        whole = np.frombuffer(mapping, np.uint8)  # where the mapping starts (no copy)
+    except (ValueError, TypeError):  # closed
+        return None
+    start = address_of(array) - address_of(whole)
+    del whole
+    offset = int(mapped.offset) + address_of(array) - address_of(mapped)
+    return FileMapping(mapping, start, str(filename), offset)
+
+
+def mapped_file_identity(array: Array) -> tuple[int, int] | None:
+    """(device, inode) of the file mapped at ``array``'s first byte, from ``/proc/self/maps``
+    (Linux); None where unknown. A file's name may have moved on to another file since it was
+    mapped; this is the file the mapping holds."""
+    address = address_of(array)
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                low, _, high = fields[0].partition(b"-")
+                if int(low, 16) <= address < int(high, 16):
+                    major, _, minor = fields[3].partition(b":")
+                    return os.makedev(int(major, 16), int(minor, 16)), int(fields[4])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def mostly_mapped_in(array: Array, samples: int = 32) -> bool:
     """Are most of ``array``'s pages already in this process's page tables (Linux)?
 
-    Writing a mapped file's bytes out through the mapping costs a page fault per few pages
-    not yet mapped: on a fresh ``np.memmap`` of 2 GiB that made ``write`` slower than the
-    kernel's file-to-file copy (``tofile`` 1.01 s, ``copy_file_range`` 0.65 s), while through
-    a mapping already faulted in ``write`` is much faster (0.27 s against 0.75 s). Evenly
-    spaced pages are looked up in ``/proc/self/pagemap`` (bit 63: present), a few
-    microseconds each. False where that file cannot be read.
+    A mapping already faulted in is written as it is; one that is not is faulted in a window
+    at a time first (see :mod:`streamser.io.windows`). Evenly spaced pages are looked up in
+    ``/proc/self/pagemap`` (bit 63 of each 8-byte entry: present), a few microseconds each.
+    False where that file cannot be read.
     """
     page = mmap.PAGESIZE
     first = address_of(array) // page
@@ -95,7 +131,7 @@ def mostly_mapped_in(array: Array, samples: int = 32) -> bool:
             entry = os.pread(fd, 8, (first + pages * k // samples) * 8)
             if len(entry) < 8:
                 return False
-            present += entry[7] >> 7
+            present += int.from_bytes(entry, sys.byteorder) >> 63
     except OSError:
         return False
     finally:

@@ -24,7 +24,7 @@ def libc_function(name: str, argtypes: tuple[Any, ...], restype: Any) -> Callabl
     try:
         library = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter links
         function = getattr(library, name)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: no C library by that name (Windows)
         return None
     function.argtypes = list(argtypes)
     function.restype = restype

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -92,40 +94,54 @@ class Sink:
         if self._claim is not None:
             self._claim(nbytes)
 
-    def copy_from_file(self, path: str, offset: int, count: int) -> int:
-        """Copy ``count`` bytes of the file at ``path`` from ``offset`` inside the kernel.
+    @property
+    def copies_files(self) -> bool:
+        """Can :meth:`copy_from_file` copy at all (a plain file on a file server)?"""
+        return self._copy_target is not None and hasattr(os, "copy_file_range")
+
+    def copy_from_file(
+        self, path: str, offset: int, count: int, identity: tuple[int, int] | None
+    ) -> int:
+        """Copy ``count`` bytes of the file at ``path`` from ``offset`` inside the kernel, if
+        ``path`` still names the file ``identity`` (device, inode) describes.
 
         Returns how many bytes were copied (0 where the platform, the file systems or the
-        target do not allow it); the caller writes the rest itself. A buffered file is flushed
-        first and told its new position after, so its ``tell()`` stays true.
+        target do not allow it, or the name now holds another file); the caller writes the
+        rest itself. A buffered file is flushed first and told its new position after, so its
+        ``tell()`` stays true.
         """
         target = self._copy_target
-        if target is None or not hasattr(os, "copy_file_range"):
+        if target is None or identity is None or not hasattr(os, "copy_file_range"):
             return 0
         self.drain()
         target.flush()
-        try:
-            source = os.open(path, os.O_RDONLY)
+        try:  # never blocks on a FIFO that took the name; only regular files are copied
+            source = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except OSError:
             return 0
-        if self._claim is not None:
-            self._claim(count)
-        start, copied = target.tell(), 0
+        copied = 0
         try:
-            fd = target.fileno()
-            while copied < count:
-                step = os.copy_file_range(
-                    source, fd, count - copied, offset + copied, start + copied
-                )
-                if step <= 0:
-                    break
-                copied += step
-        except OSError:
-            pass  # e.g. EXDEV, or EBADF for a file opened to append: the caller writes the rest
+            status = os.fstat(source)
+            if not stat.S_ISREG(status.st_mode) or (status.st_dev, status.st_ino) != identity:
+                return 0
+            if self._claim is not None:
+                self._claim(count)
+            start, fd = target.tell(), target.fileno()
+            try:
+                while copied < count:
+                    step = os.copy_file_range(
+                        source, fd, count - copied, offset + copied, start + copied
+                    )
+                    if step <= 0:
+                        break
+                    copied += step
+            except OSError:
+                pass  # e.g. EXDEV, or EBADF for a file opened to append: the caller writes on
+            finally:
+                if copied:
+                    target.seek(start + copied)  # the copy wrote at explicit offsets
         finally:
             os.close(source)
-            if copied:
-                target.seek(start + copied)  # the copy wrote at explicit offsets
         self._drained += copied
         return copied
 
@@ -161,6 +177,8 @@ def kernel_copy_target(fileobj: Any) -> io.IOBase | None:
     plain file opened by Python on NFS or SMB, unbuffered or under a buffer (flushed before and
     repositioned after each copy). None for anything else (local files, memory, compressors,
     sockets, files opened to append)."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "copy_file_range"):
+        return None  # the file-system test below reads Linux's statfs
     buffered = isinstance(fileobj, (io.BufferedWriter, io.BufferedRandom))
     raw = fileobj.raw if buffered else fileobj
     if not isinstance(raw, io.FileIO) or not isinstance(fileobj, io.IOBase):
