@@ -201,6 +201,23 @@ def test_a_fresh_memmap_on_a_local_disk_is_written_a_window_at_a_time(
     assert (tmp_path / "w.t7").read_bytes() == expected
 
 
+def test_edits_through_a_memmap_survive_its_windows_being_let_go(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Letting a written window go (MADV_DONTNEED) drops only page-table entries: an edit made
+    through the user's writable mapping stays in the page cache, in the array and in the file."""
+    monkeypatch.setattr(streamser.io.sink, "copies_on_server", lambda fd: False)
+    source = _big_memmap(tmp_path / "raw.bin", "r+")
+    source[2, 7] = -3.5  # a dirty page of a shared mapping, not yet written back
+    streamser.save(tmp_path / "edit.t7", {"w": source})
+    assert streamser.load(tmp_path / "edit.t7")["w"][2, 7] == -3.5
+    assert source[2, 7] == -3.5
+    source.flush()
+    del source
+    reread = np.fromfile(tmp_path / "raw.bin", np.float32).reshape(5, 1 << 20)
+    assert reread[2, 7] == -3.5
+
+
 @pytest.mark.parametrize("server", [False, True], ids=["local", "file-server"])
 def test_a_memmap_whose_file_was_replaced_saves_the_array_s_bytes(
     tmp_path: Path, monkeypatch: Any, server: bool
