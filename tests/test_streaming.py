@@ -101,26 +101,6 @@ def _big_memmap(path: Path, mode: str) -> np.memmap[Any, Any]:
     return np.memmap(path, dtype=np.float32, mode=mode, shape=(5, 1 << 20))
 
 
-@pytest.mark.usefixtures("server_copies")
-def test_shared_memmap_goes_through_the_kernel(tmp_path: Path, monkeypatch: Any) -> None:
-    calls: list[int] = []
-    real = streamser.io.sink.os.copy_file_range
-
-    def counting(*args: Any) -> int:
-        calls.append(args[2])
-        result: int = real(*args)
-        return result
-
-    monkeypatch.setattr(streamser.io.sink.os, "copy_file_range", counting)
-    source = _big_memmap(tmp_path / "raw.bin", "r+")
-    source[4, :3] = -1.0  # an edit still in the page cache: the kernel copy sees it
-    streamser.save(tmp_path / "k.t7", {"w": source})
-    assert calls  # the storage bytes went file to file
-    loaded = streamser.load(tmp_path / "k.t7")["w"]
-    assert loaded[4, :4].tolist() == [-1.0, -1.0, -1.0, 4.0]
-    assert loaded[:, 10].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
-
-
 def _counting_copies(monkeypatch: Any) -> list[int]:
     calls: list[int] = []
     real = streamser.io.sink.os.copy_file_range
@@ -132,6 +112,18 @@ def _counting_copies(monkeypatch: Any) -> list[int]:
 
     monkeypatch.setattr(streamser.io.sink.os, "copy_file_range", counting)
     return calls
+
+
+@pytest.mark.usefixtures("server_copies")
+def test_shared_memmap_goes_through_the_kernel(tmp_path: Path, monkeypatch: Any) -> None:
+    calls = _counting_copies(monkeypatch)
+    source = _big_memmap(tmp_path / "raw.bin", "r+")
+    source[4, :3] = -1.0  # an edit still in the page cache: the kernel copy sees it
+    streamser.save(tmp_path / "k.t7", {"w": source})
+    assert calls  # the storage bytes went file to file
+    loaded = streamser.load(tmp_path / "k.t7")["w"]
+    assert loaded[4, :4].tolist() == [-1.0, -1.0, -1.0, 4.0]
+    assert loaded[:, 10].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 @pytest.mark.usefixtures("server_copies")

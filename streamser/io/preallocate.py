@@ -58,12 +58,19 @@ class BlockClaimer:
             self._on = False
 
 
+def python_file(fileobj: object) -> io.FileIO | None:
+    """The ``io.FileIO`` of a file opened by Python, unbuffered or under a write buffer (where
+    the file's descriptor may be used directly once the buffer is flushed); None otherwise."""
+    raw = fileobj.raw if isinstance(fileobj, (io.BufferedWriter, io.BufferedRandom)) else fileobj
+    return raw if isinstance(raw, io.FileIO) else None
+
+
 def claimer_for(fileobj: object) -> BlockClaimer | None:
     """A :class:`BlockClaimer` for ``fileobj``, or None where claiming cannot help or is unsafe."""
     if not sys.platform.startswith("linux"):
         return None
-    raw = fileobj.raw if isinstance(fileobj, (io.BufferedWriter, io.BufferedRandom)) else fileobj
-    if not isinstance(raw, io.FileIO) or not isinstance(fileobj, io.IOBase):
+    raw = python_file(fileobj)
+    if raw is None or not isinstance(fileobj, io.IOBase):  # the second only tells the type
         return None
     try:
         fd = raw.fileno()

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .preallocate import python_file
+
 DEFAULT_TARGET = 1 << 20  # bytes gathered before a write to the target
 DIRECT_THRESHOLD = 1 << 16  # payloads at least this large bypass the buffer
 # Bytes per write() call to a file. Measured with `python -m bench --cases checkpoint --size 2G`
@@ -111,7 +113,7 @@ class Sink:
         ``tell()`` stays true.
         """
         target = self._copy_target
-        if target is None or identity is None or not hasattr(os, "copy_file_range"):
+        if target is None or identity is None or not self.copies_files:
             return 0
         self.drain()
         target.flush()
@@ -179,9 +181,8 @@ def kernel_copy_target(fileobj: Any) -> io.IOBase | None:
     sockets, files opened to append)."""
     if not sys.platform.startswith("linux") or not hasattr(os, "copy_file_range"):
         return None  # the file-system test below reads Linux's statfs
-    buffered = isinstance(fileobj, (io.BufferedWriter, io.BufferedRandom))
-    raw = fileobj.raw if buffered else fileobj
-    if not isinstance(raw, io.FileIO) or not isinstance(fileobj, io.IOBase):
+    raw = python_file(fileobj)
+    if raw is None or not isinstance(fileobj, io.IOBase):  # the second only tells the type
         return None
     try:
         if not fileobj.seekable() or "a" in raw.mode or not copies_on_server(raw.fileno()):
